@@ -1,0 +1,665 @@
+//! The experiment config: YAML -> generic tree -> `--set` overrides -> typed structs -> validation.
+//!
+//! Every error names the file and the field path (`probes.sets[2].levels: ...`), and all of it
+//! happens before a run directory exists, so a bad config never leaves anything behind.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::InputError;
+use crate::metrics::{MetricSpec, Position, SiteKind};
+
+/// A whole experiment, exactly as `config.yaml` in a run directory records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Runs land in `<out>/<name>/<run_id>/`.
+    pub name: String,
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub device: DeviceChoice,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    pub probes: ProbesConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// A hardware GPU through wgpu if there is one, else Burn's CPU backend with the CPU metrics.
+    #[default]
+    Auto,
+    /// Any wgpu adapter, software Vulkan (llvmpipe) included; this is how tests run the kernels.
+    Wgpu,
+    /// Burn's CPU backend (`flex`) with the f64 reference metrics.
+    Cpu,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub source: SourceConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// The synthetic knowledge graph of SCIENCE.md (see `data::rulegraph`).
+    Rulegraph(RuleGraphConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleGraphConfig {
+    #[serde(default = "defaults::entities")]
+    pub entities: usize,
+    /// Base relations: each maps every entity to one tail entity.
+    #[serde(default = "defaults::relations")]
+    pub relations: usize,
+    /// Derived relations, each the composition of a chain of base relations.
+    #[serde(default = "defaults::rules")]
+    pub rules: usize,
+    #[serde(default = "defaults::min_hops")]
+    pub min_hops: usize,
+    #[serde(default = "defaults::max_hops")]
+    pub max_hops: usize,
+    /// Fraction of each derived relation's facts that are trained on; the rest are held out.
+    #[serde(default = "defaults::derived_train_fraction")]
+    pub derived_train_fraction: f64,
+}
+
+impl Default for RuleGraphConfig {
+    fn default() -> Self {
+        Self {
+            entities: defaults::entities(),
+            relations: defaults::relations(),
+            rules: defaults::rules(),
+            min_hops: defaults::min_hops(),
+            max_hops: defaults::max_hops(),
+            derived_train_fraction: defaults::derived_train_fraction(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Relu,
+    Gelu,
+    Silu,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub layers: usize,
+    pub d_model: usize,
+    pub heads: usize,
+    pub d_ff: usize,
+    pub activation: Activation,
+    /// Learned position embeddings for this many positions: the longest input the model takes.
+    pub seq_len: usize,
+    pub dropout: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            layers: 2,
+            d_model: 128,
+            heads: 4,
+            d_ff: 512,
+            activation: Activation::Gelu,
+            seq_len: 16,
+            dropout: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Peak learning rate, reached after `warmup_steps` of linear warm-up.
+    pub lr: f64,
+    /// Floor of the cosine decay, reached at the last step.
+    pub min_lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Gradient norm clipping; 0 turns it off.
+    pub grad_clip: f64,
+    /// Write a train-table row every this many steps.
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            batch_size: 64,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup_steps: 50,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            grad_clip: 1.0,
+            log_every: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbesConfig {
+    /// Evaluate every this many steps (and always at step 0 and at the last step).
+    pub every: usize,
+    /// Samples drawn for each probe set and level.
+    #[serde(default = "defaults::samples")]
+    pub samples: usize,
+    /// Site kinds to measure in every block (`resid_post`, `mlp.post`, `attn.out`) and after the
+    /// final norm (`final.norm`).
+    #[serde(default = "defaults::sites")]
+    pub sites: Vec<String>,
+    #[serde(default = "defaults::positions")]
+    pub positions: Vec<String>,
+    /// Metric names, parameters after `@` (`near_zero@1e-3`).
+    #[serde(default = "defaults::metrics")]
+    pub metrics: Vec<String>,
+    /// Probe vectors per forward pass; bounds device memory during evaluation.
+    #[serde(default = "defaults::probe_batch")]
+    pub batch_size: usize,
+    pub sets: Vec<ProbeSetConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSetConfig {
+    pub name: String,
+    pub family: ShiftFamily,
+    /// Shift levels; each becomes its own probe set. Defaults depend on the family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub levels: Option<Vec<f64>>,
+}
+
+/// How a probe set departs from the training distribution; `shift_level` 0 is in-distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShiftFamily {
+    /// Facts seen in training.
+    None,
+    /// Held-out deducible facts; the level is the number of relations the rule chains.
+    Hops,
+    /// Training facts with each prompt token replaced by a random token with probability `level`.
+    TokenCorruption,
+    /// Prompts of uniformly random tokens (level 1).
+    Random,
+}
+
+impl ShiftFamily {
+    pub fn name(self) -> &'static str {
+        match self {
+            ShiftFamily::None => "none",
+            ShiftFamily::Hops => "hops",
+            ShiftFamily::TokenCorruption => "token_corruption",
+            ShiftFamily::Random => "random",
+        }
+    }
+}
+
+mod defaults {
+    pub fn seed() -> u64 {
+        1
+    }
+    pub fn entities() -> usize {
+        200
+    }
+    pub fn relations() -> usize {
+        8
+    }
+    pub fn rules() -> usize {
+        16
+    }
+    pub fn min_hops() -> usize {
+        2
+    }
+    pub fn max_hops() -> usize {
+        5
+    }
+    pub fn derived_train_fraction() -> f64 {
+        0.5
+    }
+    pub fn samples() -> usize {
+        256
+    }
+    pub fn probe_batch() -> usize {
+        512
+    }
+    pub fn sites() -> Vec<String> {
+        ["resid_post", "mlp.post", "attn.out", "final.norm"]
+            .map(String::from)
+            .to_vec()
+    }
+    pub fn positions() -> Vec<String> {
+        ["last", "all"].map(String::from).to_vec()
+    }
+    pub fn metrics() -> Vec<String> {
+        crate::metrics::DEFAULT_METRICS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+}
+
+/// The parsed forms of the string lists in `probes`, checked once by `validate`.
+#[derive(Debug, Clone)]
+pub struct ProbePlan {
+    pub sites: Vec<SiteKind>,
+    pub positions: Vec<Position>,
+    pub metrics: Vec<MetricSpec>,
+}
+
+impl Config {
+    /// Reads `path`, applies `overrides` (`a.b=value`, value in YAML), types and validates it.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config, InputError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| InputError::File {
+            file: file.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::from_yaml(&text, &file, overrides)
+    }
+
+    /// As `load`, from YAML text; `origin` names the text in messages.
+    pub fn from_yaml(text: &str, origin: &str, overrides: &[String]) -> Result<Config, InputError> {
+        let mut tree: Value = serde_saphyr::from_str(text).map_err(|e| InputError::File {
+            file: origin.to_string(),
+            message: format!("invalid YAML: {e}"),
+        })?;
+        if tree.is_null() {
+            return Err(InputError::File {
+                file: origin.to_string(),
+                message: "the config is empty".into(),
+            });
+        }
+        for spec in overrides {
+            apply_override(&mut tree, spec)?;
+        }
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            InputError::Fields {
+                file: origin.to_string(),
+                issues: vec![(path, e.into_inner().to_string())],
+            }
+        })?;
+        let issues = config.validate();
+        if !issues.is_empty() {
+            return Err(InputError::Fields {
+                file: origin.to_string(),
+                issues,
+            });
+        }
+        Ok(config)
+    }
+
+    /// The resolved config as YAML: what `check` prints and `config.yaml` holds.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).expect("a typed config always serializes")
+    }
+
+    pub fn rulegraph(&self) -> &RuleGraphConfig {
+        match &self.data.source {
+            SourceConfig::Rulegraph(rg) => rg,
+        }
+    }
+
+    /// Parses the probe lists; only called on a validated config.
+    pub fn probe_plan(&self) -> ProbePlan {
+        ProbePlan {
+            sites: self
+                .probes
+                .sites
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect(),
+            positions: self
+                .probes
+                .positions
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect(),
+            metrics: self
+                .probes
+                .metrics
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect(),
+        }
+    }
+
+    /// Every value-level problem, each with its field path. Empty means valid.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut issues = Vec::new();
+        let mut check = |ok: bool, path: &str, message: String| {
+            if !ok {
+                issues.push((path.to_string(), message));
+            }
+        };
+        check(
+            !self.name.is_empty()
+                && self
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !self.name.starts_with('.'),
+            "name",
+            format!(
+                "{:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
+                self.name
+            ),
+        );
+
+        let rg = self.rulegraph();
+        let p = "data.source";
+        check(
+            rg.entities >= 2,
+            &format!("{p}.entities"),
+            "must be at least 2".into(),
+        );
+        check(
+            rg.relations >= 1,
+            &format!("{p}.relations"),
+            "must be at least 1".into(),
+        );
+        check(
+            rg.min_hops >= 2,
+            &format!("{p}.min_hops"),
+            "must be at least 2".into(),
+        );
+        check(
+            rg.max_hops >= rg.min_hops,
+            &format!("{p}.max_hops"),
+            format!("must be at least min_hops ({})", rg.min_hops),
+        );
+        check(
+            (0.0..=1.0).contains(&rg.derived_train_fraction),
+            &format!("{p}.derived_train_fraction"),
+            "must be within [0, 1]".into(),
+        );
+
+        let m = &self.model;
+        check(m.layers >= 1, "model.layers", "must be at least 1".into());
+        check(m.d_model >= 1, "model.d_model", "must be at least 1".into());
+        check(m.heads >= 1, "model.heads", "must be at least 1".into());
+        check(
+            m.heads >= 1 && m.d_model % m.heads == 0,
+            "model.heads",
+            format!("{} heads do not divide d_model {}", m.heads, m.d_model),
+        );
+        check(m.d_ff >= 1, "model.d_ff", "must be at least 1".into());
+        check(
+            m.seq_len >= crate::data::rulegraph::PROMPT_LEN,
+            "model.seq_len",
+            format!(
+                "must be at least {} (the rule-graph prompt length)",
+                crate::data::rulegraph::PROMPT_LEN
+            ),
+        );
+        check(
+            (0.0..1.0).contains(&m.dropout),
+            "model.dropout",
+            "must be within [0, 1)".into(),
+        );
+
+        let t = &self.train;
+        check(t.steps >= 1, "train.steps", "must be at least 1".into());
+        check(
+            t.batch_size >= 1,
+            "train.batch_size",
+            "must be at least 1".into(),
+        );
+        check(
+            t.lr > 0.0 && t.lr.is_finite(),
+            "train.lr",
+            "must be positive".into(),
+        );
+        check(
+            t.min_lr >= 0.0 && t.min_lr <= t.lr,
+            "train.min_lr",
+            "must be within [0, lr]".into(),
+        );
+        check(
+            t.weight_decay >= 0.0,
+            "train.weight_decay",
+            "must not be negative".into(),
+        );
+        check(
+            (0.0..1.0).contains(&t.beta1),
+            "train.beta1",
+            "must be within [0, 1)".into(),
+        );
+        check(
+            (0.0..1.0).contains(&t.beta2),
+            "train.beta2",
+            "must be within [0, 1)".into(),
+        );
+        check(
+            t.grad_clip >= 0.0,
+            "train.grad_clip",
+            "must not be negative".into(),
+        );
+        check(
+            t.log_every >= 1,
+            "train.log_every",
+            "must be at least 1".into(),
+        );
+
+        let pr = &self.probes;
+        check(pr.every >= 1, "probes.every", "must be at least 1".into());
+        check(
+            pr.samples >= 1,
+            "probes.samples",
+            "must be at least 1".into(),
+        );
+        check(
+            pr.batch_size >= 1,
+            "probes.batch_size",
+            "must be at least 1".into(),
+        );
+        for (i, s) in pr.sites.iter().enumerate() {
+            if let Err(e) = s.parse::<SiteKind>() {
+                check(false, &format!("probes.sites[{i}]"), e);
+            }
+        }
+        check(
+            !pr.sites.is_empty(),
+            "probes.sites",
+            "must name at least one site".into(),
+        );
+        for (i, s) in pr.positions.iter().enumerate() {
+            if let Err(e) = s.parse::<Position>() {
+                check(false, &format!("probes.positions[{i}]"), e);
+            }
+        }
+        check(
+            !pr.positions.is_empty(),
+            "probes.positions",
+            "must name at least one position".into(),
+        );
+        for (i, s) in pr.metrics.iter().enumerate() {
+            if let Err(e) = s.parse::<MetricSpec>() {
+                check(false, &format!("probes.metrics[{i}]"), e);
+            }
+        }
+        check(
+            !pr.metrics.is_empty(),
+            "probes.metrics",
+            "must name at least one metric".into(),
+        );
+        check(
+            !pr.sets.is_empty(),
+            "probes.sets",
+            "must hold at least one probe set".into(),
+        );
+        for (i, set) in pr.sets.iter().enumerate() {
+            let path = format!("probes.sets[{i}]");
+            check(
+                !set.name.is_empty()
+                    && set
+                        .name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)),
+                &format!("{path}.name"),
+                format!(
+                    "{:?} must be non-empty and use only letters, digits, '-' and '_'",
+                    set.name
+                ),
+            );
+            if pr.sets[..i].iter().any(|other| other.name == set.name) {
+                check(
+                    false,
+                    &format!("{path}.name"),
+                    format!("{:?} is used twice", set.name),
+                );
+            }
+            let levels = set.levels.as_deref().unwrap_or(&[]);
+            let lpath = format!("{path}.levels");
+            match set.family {
+                ShiftFamily::None | ShiftFamily::Random => check(
+                    set.levels.is_none(),
+                    &lpath,
+                    format!("family {} takes no levels", set.family.name()),
+                ),
+                ShiftFamily::TokenCorruption => {
+                    check(
+                        set.levels.is_some() && !levels.is_empty(),
+                        &lpath,
+                        "token_corruption needs a list of fractions, e.g. [0.1, 0.5]".into(),
+                    );
+                    for (j, l) in levels.iter().enumerate() {
+                        check(
+                            *l > 0.0 && *l <= 1.0,
+                            &format!("{lpath}[{j}]"),
+                            format!("{l} is not a fraction in (0, 1]"),
+                        );
+                    }
+                }
+                ShiftFamily::Hops => {
+                    for (j, l) in levels.iter().enumerate() {
+                        check(
+                            l.fract() == 0.0
+                                && *l >= rg.min_hops as f64
+                                && *l <= rg.max_hops as f64,
+                            &format!("{lpath}[{j}]"),
+                            format!(
+                                "{l} is not a hop count in data.source's range {}..={}",
+                                rg.min_hops, rg.max_hops
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        issues
+    }
+}
+
+/// Applies one `a.b[2].c=value` override to the YAML tree, parsing `value` as YAML.
+fn apply_override(tree: &mut Value, spec: &str) -> Result<(), InputError> {
+    let bad = |message: String| InputError::Override {
+        spec: spec.to_string(),
+        message,
+    };
+    let (path, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| bad("expected KEY=VALUE, e.g. train.steps=100".into()))?;
+    let path = path.trim();
+    if path.is_empty() {
+        return Err(bad("the key is empty".into()));
+    }
+    let value: Value = if raw.trim().is_empty() {
+        Value::String(String::new())
+    } else {
+        serde_saphyr::from_str(raw).map_err(|e| bad(format!("the value is not valid YAML: {e}")))?
+    };
+
+    let mut node = tree;
+    let segments: Vec<&str> = path.split('.').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        let (key, indices) = split_indices(segment).map_err(bad)?;
+        let map = node.as_object_mut().ok_or_else(|| {
+            bad(format!(
+                "{key:?} cannot be set: its parent is not a mapping"
+            ))
+        })?;
+        if last && indices.is_empty() {
+            map.insert(key.to_string(), value);
+            return Ok(());
+        }
+        node = map
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
+        for (j, index) in indices.iter().enumerate() {
+            let list = node
+                .as_array_mut()
+                .ok_or_else(|| bad(format!("{key} is not a list")))?;
+            let len = list.len();
+            let slot = list
+                .get_mut(*index)
+                .ok_or_else(|| bad(format!("{key}[{index}] is out of range (length {len})")))?;
+            if last && j + 1 == indices.len() {
+                *slot = value;
+                return Ok(());
+            }
+            node = slot;
+        }
+    }
+    unreachable!("the loop returns at the last segment")
+}
+
+/// `sets[2][0]` -> ("sets", [2, 0]).
+fn split_indices(segment: &str) -> Result<(&str, Vec<usize>), String> {
+    let (key, mut rest) = match segment.find('[') {
+        Some(at) => (&segment[..at], &segment[at..]),
+        None => (segment, ""),
+    };
+    if key.is_empty() {
+        return Err(format!("{segment:?} has an empty key"));
+    }
+    let mut indices = Vec::new();
+    while !rest.is_empty() {
+        let close = rest
+            .find(']')
+            .filter(|_| rest.starts_with('['))
+            .ok_or_else(|| format!("{segment:?}: expected [INDEX]"))?;
+        let index = rest[1..close]
+            .parse()
+            .map_err(|_| format!("{segment:?}: {:?} is not an index", &rest[1..close]))?;
+        indices.push(index);
+        rest = &rest[close + 1..];
+    }
+    Ok((key, indices))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_indices_reads_nested_indices() {
+        assert_eq!(split_indices("sets[2][0]").unwrap(), ("sets", vec![2, 0]));
+        assert_eq!(split_indices("steps").unwrap(), ("steps", vec![]));
+        assert!(split_indices("sets[x]").is_err());
+        assert!(split_indices("[1]").is_err());
+    }
+}

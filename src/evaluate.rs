@@ -1,0 +1,234 @@
+//! One evaluation: every probe set through the model, every site and position reduced to
+//! (mean, std, n) per metric, and the answer loss and accuracy of each probe set.
+//!
+//! On a wgpu device the activations never leave it: the WGSL kernels reduce each
+//! `[vectors, width]` site tensor to a `[columns, 3]` summary, and all summaries of the evaluation
+//! come back in one `Transaction`. On the CPU backend the activations are read back and reduced
+//! by the f64 reference. `readback_bytes` counts what crossed, either way.
+
+use burn::prelude::*;
+use burn::tensor::Transaction;
+use burn::tensor::activation::log_softmax;
+
+use crate::config::ProbePlan;
+use crate::data::probes::ProbeSet;
+use crate::data::rulegraph::PROMPT_LEN;
+use crate::kernels::{self, reference};
+use crate::metrics::{MomentColumns, Position, SiteKind};
+use crate::model::{Gpt, Sites};
+use crate::sink::DensityRow;
+
+pub struct Evaluation {
+    pub rows: Vec<DensityRow>,
+    pub readback_bytes: u64,
+}
+
+/// One measured tensor, before it is reduced: which probe set, site and position it belongs to.
+struct Measured {
+    probe: usize,
+    layer: i32,
+    site: String,
+    position: Position,
+    /// `[vectors, width]`.
+    vectors: Tensor<2>,
+}
+
+pub fn evaluate(
+    model: &Gpt,
+    probes: &[ProbeSet],
+    plan: &ProbePlan,
+    layers: usize,
+    batch_size: usize,
+    device: &Device,
+    on_device: bool,
+) -> Evaluation {
+    let cols = MomentColumns::for_metrics(&plan.metrics);
+    let mut measured = Vec::new();
+    let mut answers = Vec::new();
+    for (p, probe) in probes.iter().enumerate() {
+        let (logits, sites) = forward(model, probe, batch_size, device);
+        answers.push(answer_stats(logits, probe, device));
+        for (layer, site, acts) in named_sites(sites, &plan.sites, layers) {
+            let [n, t, d] = acts.dims();
+            for &position in &plan.positions {
+                let vectors = match position {
+                    Position::Last => {
+                        let last = probe.last_index();
+                        acts.clone()
+                            .slice([0..n, last..last + 1, 0..d])
+                            .reshape([n, d])
+                    }
+                    Position::All => acts.clone().reshape([n * t, d]),
+                };
+                measured.push(Measured {
+                    probe: p,
+                    layer,
+                    site: site.clone(),
+                    position,
+                    vectors,
+                });
+            }
+        }
+    }
+
+    // Read back what the evaluation needs, in one transaction.
+    let mut transaction = Transaction::default();
+    for m in &measured {
+        transaction = if on_device {
+            transaction.register(kernels::summarize(m.vectors.clone(), &cols))
+        } else {
+            transaction.register(m.vectors.clone())
+        };
+    }
+    for a in &answers {
+        transaction = transaction.register(a.clone());
+    }
+    let data = transaction.execute();
+    let readback_bytes = data.iter().map(|d| d.as_bytes().len() as u64).sum();
+    let (summaries, answer_data) = data.split_at(measured.len());
+
+    let mut rows = Vec::new();
+    for (m, d) in measured.iter().zip(summaries) {
+        let values: Vec<f32> = d.try_to_vec::<f32>().expect("f32 read back");
+        // (mean, std, n) per column of `cols`, from the device's summary or the reference.
+        let per_column: Vec<(f64, f64, i64)> = if on_device {
+            values
+                .chunks(3)
+                .map(|s| (s[0] as f64, s[1] as f64, s[2] as i64))
+                .collect()
+        } else {
+            let per_row = reference::matrix_moments(&values, m.vectors.dims()[1], &cols);
+            (0..cols.count())
+                .map(|c| {
+                    let s = reference::aggregate(&per_row, c);
+                    (s.mean, s.std, s.n as i64)
+                })
+                .collect()
+        };
+        let probe = &probes[m.probe];
+        for metric in &plan.metrics {
+            let (value, std, n) = per_column[cols.column(metric)];
+            rows.push(DensityRow {
+                probe: probe.name.clone(),
+                shift_family: probe.family.name(),
+                shift_level: probe.level,
+                layer: m.layer,
+                site: m.site.clone(),
+                position: m.position.name(),
+                metric: metric.to_string(),
+                value,
+                std,
+                n,
+            });
+        }
+    }
+    for (probe, d) in probes.iter().zip(answer_data) {
+        let v: Vec<f32> = d.try_to_vec::<f32>().expect("f32 read back");
+        let n = probe.samples() as i64;
+        for (metric, value, std) in [("answer_loss", v[0], v[1]), ("answer_acc", v[2], v[3])] {
+            rows.push(DensityRow {
+                probe: probe.name.clone(),
+                shift_family: probe.family.name(),
+                shift_level: probe.level,
+                layer: layers as i32,
+                site: "logits".into(),
+                position: Position::Last.name(),
+                metric: metric.into(),
+                value: value as f64,
+                std: std as f64,
+                n,
+            });
+        }
+    }
+    Evaluation {
+        rows,
+        readback_bytes,
+    }
+}
+
+/// Runs a probe set through the model in batches; returns the last-position logits
+/// `[samples, vocab]` and each site's activations `[samples, tokens, width]`.
+fn forward(
+    model: &Gpt,
+    probe: &ProbeSet,
+    batch_size: usize,
+    device: &Device,
+) -> (Tensor<2>, Sites) {
+    let mut logits = Vec::new();
+    let mut parts: Vec<Sites> = Vec::new();
+    let last = probe.last_index();
+    for chunk in probe.prompts.chunks(batch_size * PROMPT_LEN) {
+        let n = chunk.len() / PROMPT_LEN;
+        let tokens: Vec<i64> = chunk.iter().map(|&t| t as i64).collect();
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(tokens, [n, PROMPT_LEN]), device);
+        let (l, sites) = model.forward_with_sites(tokens);
+        let v = l.dims()[2];
+        logits.push(l.slice([0..n, last..last + 1, 0..v]).reshape([n, v]));
+        parts.push(sites);
+    }
+    let cat = |pick: &dyn Fn(&Sites) -> Vec<Tensor<3>>| -> Vec<Tensor<3>> {
+        let per_part: Vec<Vec<Tensor<3>>> = parts.iter().map(pick).collect();
+        (0..per_part[0].len())
+            .map(|i| Tensor::cat(per_part.iter().map(|p| p[i].clone()).collect(), 0))
+            .collect()
+    };
+    let sites = Sites {
+        attn_out: cat(&|s| s.attn_out.clone()),
+        mlp_post: cat(&|s| s.mlp_post.clone()),
+        resid_post: cat(&|s| s.resid_post.clone()),
+        final_norm: cat(&|s| s.final_norm.clone().into_iter().collect())
+            .into_iter()
+            .next(),
+    };
+    (Tensor::cat(logits, 0), sites)
+}
+
+/// The configured sites with their layer index and full name, in a stable order.
+fn named_sites(sites: Sites, kinds: &[SiteKind], layers: usize) -> Vec<(i32, String, Tensor<3>)> {
+    let mut out = Vec::new();
+    for layer in 0..layers {
+        for &kind in kinds {
+            let acts = match kind {
+                SiteKind::ResidPost => &sites.resid_post[layer],
+                SiteKind::MlpPost => &sites.mlp_post[layer],
+                SiteKind::AttnOut => &sites.attn_out[layer],
+                SiteKind::FinalNorm => continue,
+            };
+            out.push((
+                layer as i32,
+                format!("blocks.{layer}.{}", kind.suffix()),
+                acts.clone(),
+            ));
+        }
+    }
+    if kinds.contains(&SiteKind::FinalNorm) {
+        let acts = sites
+            .final_norm
+            .expect("the forward pass records final.norm");
+        out.push((
+            layers as i32,
+            SiteKind::FinalNorm.suffix().to_string(),
+            acts,
+        ));
+    }
+    out
+}
+
+/// `[4]`: mean and sample std of the answer's cross-entropy, mean and std of accuracy.
+fn answer_stats(logits: Tensor<2>, probe: &ProbeSet, device: &Device) -> Tensor<1> {
+    let n = probe.samples();
+    let answers: Vec<i64> = probe.answers.iter().map(|&t| t as i64).collect();
+    let answers = Tensor::<2, Int>::from_data(TensorData::new(answers, [n, 1]), device);
+    let loss = -log_softmax(logits.clone(), 1).gather(1, answers.clone());
+    let correct = logits.argmax(1).equal(answers).float();
+    let stats = |x: Tensor<2>| {
+        let x = x.reshape([n]);
+        let std = if n > 1 {
+            x.clone().var(0).sqrt()
+        } else {
+            Tensor::<1>::from_floats([f32::NAN], device)
+        };
+        Tensor::cat(vec![x.mean().reshape([1]), std], 0)
+    };
+    Tensor::cat(vec![stats(loss), stats(correct)], 0)
+}

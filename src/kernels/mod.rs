@@ -1,0 +1,51 @@
+//! Density kernels: WGSL sources in `shaders/`, launched through Burn's backend extension, each
+//! with the f64 reference (`reference`) it is tested against.
+//!
+//! `summarize` is what an evaluation calls: `[vectors, width]` activations in, a `[columns, 3]`
+//! tensor of (mean, std, n) out, all on the device, so only that small tensor is read back.
+
+pub mod reference;
+mod wgsl;
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, backend_extension};
+use burn::tensor::{Shape, Tensor};
+
+use crate::metrics::MomentColumns;
+
+/// The density operations a backend must provide to measure on the device. CubeCL's runtimes
+/// implement them (the WGSL kernels run on its wgpu runtime); the generated `Fusion` wrapper
+/// records each call as an opaque custom op in Burn's lazy graph.
+#[backend_extension(Cube, Fusion)]
+pub trait DensityOps: Backend {
+    /// `[rows, width]` -> `[rows, cols.count()]`: every moment-type metric of every row.
+    #[fusion(dtype = x, shape = moments_shape(x, cols))]
+    fn row_moments(x: FloatTensor<Self>, cols: MomentColumns) -> FloatTensor<Self>;
+
+    /// `[rows, columns]` per-vector table -> `[columns, 3]` of (mean, std, n).
+    #[fusion(dtype = table, shape = aggregate_shape(table))]
+    fn aggregate(table: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+fn moments_shape(x: &Shape, cols: &MomentColumns) -> Shape {
+    Shape::new([x[0], cols.count()])
+}
+
+fn aggregate_shape(table: &Shape) -> Shape {
+    Shape::new([table[1], 3])
+}
+
+/// Per-vector metrics of each row of `x`, on the device.
+pub fn row_moments(x: Tensor<2>, cols: &MomentColumns) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::row_moments(x.into_dispatch(), cols.clone()))
+}
+
+/// Column-wise (mean, std, n) of a per-vector table, on the device.
+pub fn aggregate(table: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::aggregate(table.into_dispatch()))
+}
+
+/// `[vectors, width]` activations -> `[cols.count(), 3]` summaries, without leaving the device.
+pub fn summarize(x: Tensor<2>, cols: &MomentColumns) -> Tensor<2> {
+    aggregate(row_moments(x, cols))
+}

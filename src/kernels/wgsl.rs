@@ -1,0 +1,148 @@
+//! Launches the WGSL kernels of `shaders/` on CubeCL's wgpu runtime.
+
+use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
+use burn::tensor::{DType, Shape};
+use burn_cubecl::cubecl::prelude::KernelId;
+use burn_cubecl::cubecl::server::KernelArguments;
+use burn_cubecl::cubecl::{CubeCount, CubeDim};
+use burn_cubecl::kernel::into_contiguous;
+
+use super::DensityOps;
+use crate::metrics::MomentColumns;
+
+/// Rows up to this width are cached in workgroup memory (8 KiB of f32, well inside WebGPU's
+/// guaranteed 16 KiB together with the reduction buffer).
+const CACHE_LEN: usize = 2048;
+/// The most workgroups one dispatch dimension may hold (WebGPU's guaranteed limit).
+const MAX_GRID: usize = 65_535;
+
+struct RowMomentsKernel {
+    wg: u32,
+    n_abs: usize,
+    n_rel: usize,
+    cached: bool,
+}
+
+impl KernelSource for RowMomentsKernel {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(include_str!("../../shaders/row_moments.wgsl"))
+            .register("wg", self.wg.to_string())
+            .register("n_abs", self.n_abs.to_string())
+            .register("n_rel", self.n_rel.to_string())
+            .register("cached", self.cached.to_string())
+            .register(
+                "cache_len",
+                if self.cached { CACHE_LEN } else { 1 }.to_string(),
+            )
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.wg, self.n_abs, self.n_rel, self.cached))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+struct AggregateKernel {
+    wg: u32,
+}
+
+impl KernelSource for AggregateKernel {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(include_str!("../../shaders/aggregate.wgsl"))
+            .register("wg", self.wg.to_string())
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(self.wg)
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// A power-of-two workgroup size that is not much wider than the work it strides over.
+fn workgroup_size(extent: usize) -> u32 {
+    extent.next_power_of_two().clamp(32, 256) as u32
+}
+
+fn f32_tensor(x: CubeTensor) -> CubeTensor {
+    assert_eq!(x.dtype, DType::F32, "density kernels take f32 activations");
+    into_contiguous(x)
+}
+
+fn output(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let handle = like.client.empty(shape.num_elements() * DType::F32.size());
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        handle,
+        DType::F32,
+    )
+}
+
+impl DensityOps for CubeBackend {
+    fn row_moments(x: CubeTensor, cols: MomentColumns) -> CubeTensor {
+        let x = f32_tensor(x);
+        let (rows, width) = (x.meta.shape()[0], x.meta.shape()[1]);
+        let out = output(&x, Shape::new([rows, cols.count()]));
+        if rows == 0 || width == 0 {
+            return out;
+        }
+        let grid_x = rows.min(MAX_GRID);
+        let grid_y = rows.div_ceil(MAX_GRID);
+        let mut params = vec![rows as u32, width as u32, grid_x as u32];
+        params.extend(cols.near_zero.iter().map(|e| e.to_bits()));
+        params.extend(cols.near_zero_rel.iter().map(|r| r.to_bits()));
+        let params = x.client.create_from_slice(bytemuck::cast_slice(&params));
+
+        let kernel = RowMomentsKernel {
+            wg: workgroup_size(width),
+            n_abs: cols.near_zero.len(),
+            n_rel: cols.near_zero_rel.len(),
+            cached: width <= CACHE_LEN,
+        };
+        let cube_dim = CubeDim::new_1d(kernel.wg);
+        x.client.launch(
+            Box::new(SourceKernel::new(kernel, cube_dim)),
+            CubeCount::Static(grid_x as u32, grid_y as u32, 1),
+            KernelArguments::new().with_buffers(vec![
+                x.handle.binding(),
+                out.handle.clone().binding(),
+                params.binding(),
+            ]),
+        );
+        out
+    }
+
+    fn aggregate(table: CubeTensor) -> CubeTensor {
+        let table = f32_tensor(table);
+        let (rows, cols) = (table.meta.shape()[0], table.meta.shape()[1]);
+        let out = output(&table, Shape::new([cols, 3]));
+        if cols == 0 {
+            return out;
+        }
+        let params = [rows as u32, cols as u32];
+        let params = table
+            .client
+            .create_from_slice(bytemuck::cast_slice(&params));
+        let kernel = AggregateKernel {
+            wg: workgroup_size(rows),
+        };
+        let cube_dim = CubeDim::new_1d(kernel.wg);
+        table.client.launch(
+            Box::new(SourceKernel::new(kernel, cube_dim)),
+            CubeCount::Static(cols as u32, 1, 1),
+            KernelArguments::new().with_buffers(vec![
+                table.handle.binding(),
+                out.handle.clone().binding(),
+                params.binding(),
+            ]),
+        );
+        out
+    }
+}

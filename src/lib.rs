@@ -1,0 +1,19 @@
+//! densitrace: pretrain a small GPT and measure, every N steps and on the device, how dense its
+//! activations are on in-distribution versus distribution-shifted probes.
+//!
+//! Data flows one way: `config` -> `data` -> `model` -> `evaluate` (probes) -> `kernels` ->
+//! `sink`; `train` drives the loop and `run` ties one run together.
+
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod evaluate;
+pub mod kernels;
+pub mod metrics;
+pub mod model;
+pub mod progress;
+pub mod run;
+pub mod seed;
+pub mod sink;
+pub mod train;

@@ -1,0 +1,340 @@
+//! Metric names, their parameters, and the column layout every kernel and the reference share.
+//!
+//! Definitions (SCIENCE.md; `h` one activation vector of width d, `a = |h|`):
+//! - `l1`, `l2`: ||h||_1, ||h||_2.
+//! - `hoyer`: (sqrt(d) - ||h||_1/||h||_2) / (sqrt(d) - 1). Higher = sparser.
+//! - `participation_ratio`: (sum h^2)^2 / sum h^4 / d. Lower = sparser.
+//! - `eff_rank`: p = h^2/||h||_2^2; exp(-sum p ln(p + 1e-10)) / d. Lower = sparser.
+//! - `eff_rank_l1`: q = |h|/||h||_1 + 1e-10; exp(-sum q ln q) / d. Lower = sparser.
+//! - `l0_mean_std`: fraction of i with a_i > mean(a) + std(a) (population std). Lower = sparser.
+//! - `kurtosis`: excess kurtosis of the entries, m4/m2^2 - 3 with central moments; undefined
+//!   when var(h / max|h|) <= 1e-8, a spread f32 cannot resolve.
+//! - `near_zero@eps`: fraction of i with a_i <= eps; `near_zero_rel@r`: a_i <= r * max(a).
+//! - `nonfinite`: count of NaN/Inf entries.
+//!
+//! A value that is undefined for a vector (a ratio with a zero norm, hoyer at d = 1, kurtosis of
+//! a constant vector) is NaN for that vector and left out of its aggregate, as is every metric of
+//! a vector holding a NaN or Inf; `n` says how many vectors each aggregate is over.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// What `probes.metrics` holds when the config says nothing.
+pub const DEFAULT_METRICS: &[&str] = &[
+    "l1",
+    "l2",
+    "hoyer",
+    "participation_ratio",
+    "eff_rank",
+    "eff_rank_l1",
+    "l0_mean_std",
+    "kurtosis",
+    "near_zero@0.001",
+    "near_zero_rel@0.01",
+    "nonfinite",
+];
+
+/// One per-vector metric with its parameter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetricSpec {
+    L1,
+    L2,
+    Hoyer,
+    ParticipationRatio,
+    EffRank,
+    EffRankL1,
+    L0MeanStd,
+    Kurtosis,
+    NearZero(f64),
+    NearZeroRel(f64),
+    Nonfinite,
+}
+
+/// Metrics SCIENCE.md defines whose order-statistic kernels do not exist yet.
+const NOT_YET: &[&str] = &["topk_energy", "gini", "max_over_median"];
+
+impl FromStr for MetricSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, param) = match s.split_once('@') {
+            Some((n, p)) => (n, Some(p)),
+            None => (s, None),
+        };
+        let number = |p: Option<&str>| -> Result<f64, String> {
+            let p = p.ok_or_else(|| format!("{name} needs a parameter: {name}@VALUE"))?;
+            p.parse::<f64>()
+                .map_err(|_| format!("{s:?}: {p:?} is not a number"))
+        };
+        let plain = |m: MetricSpec| match param {
+            None => Ok(m),
+            Some(_) => Err(format!("{name} takes no parameter")),
+        };
+        match name {
+            "l1" => plain(MetricSpec::L1),
+            "l2" => plain(MetricSpec::L2),
+            "hoyer" => plain(MetricSpec::Hoyer),
+            "participation_ratio" => plain(MetricSpec::ParticipationRatio),
+            "eff_rank" => plain(MetricSpec::EffRank),
+            "eff_rank_l1" => plain(MetricSpec::EffRankL1),
+            "l0_mean_std" => plain(MetricSpec::L0MeanStd),
+            "kurtosis" => plain(MetricSpec::Kurtosis),
+            "nonfinite" => plain(MetricSpec::Nonfinite),
+            "near_zero" => {
+                let eps = number(param)?;
+                if eps.is_finite() && eps >= 0.0 {
+                    Ok(MetricSpec::NearZero(eps))
+                } else {
+                    Err(format!("{s:?}: eps must be a finite number >= 0"))
+                }
+            }
+            "near_zero_rel" => {
+                let r = number(param)?;
+                if (0.0..=1.0).contains(&r) {
+                    Ok(MetricSpec::NearZeroRel(r))
+                } else {
+                    Err(format!("{s:?}: the ratio must be within [0, 1]"))
+                }
+            }
+            n if NOT_YET.contains(&n) => Err(format!(
+                "{n} is defined in SCIENCE.md but its order-statistic kernel is not built yet"
+            )),
+            _ => Err(format!(
+                "unknown metric {s:?}; known: l1, l2, hoyer, participation_ratio, eff_rank, \
+                 eff_rank_l1, l0_mean_std, kurtosis, near_zero@EPS, near_zero_rel@R, nonfinite"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for MetricSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetricSpec::L1 => f.write_str("l1"),
+            MetricSpec::L2 => f.write_str("l2"),
+            MetricSpec::Hoyer => f.write_str("hoyer"),
+            MetricSpec::ParticipationRatio => f.write_str("participation_ratio"),
+            MetricSpec::EffRank => f.write_str("eff_rank"),
+            MetricSpec::EffRankL1 => f.write_str("eff_rank_l1"),
+            MetricSpec::L0MeanStd => f.write_str("l0_mean_std"),
+            MetricSpec::Kurtosis => f.write_str("kurtosis"),
+            MetricSpec::NearZero(eps) => write!(f, "near_zero@{eps}"),
+            MetricSpec::NearZeroRel(r) => write!(f, "near_zero_rel@{r}"),
+            MetricSpec::Nonfinite => f.write_str("nonfinite"),
+        }
+    }
+}
+
+/// The columns of the per-vector metric table the moments kernel writes (and the reference
+/// computes): the fixed columns, then one per near-zero threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MomentColumns {
+    pub near_zero: Vec<f32>,
+    pub near_zero_rel: Vec<f32>,
+}
+
+impl MomentColumns {
+    pub const NONFINITE: usize = 0;
+    pub const L1: usize = 1;
+    pub const L2: usize = 2;
+    pub const HOYER: usize = 3;
+    pub const PARTICIPATION_RATIO: usize = 4;
+    pub const EFF_RANK: usize = 5;
+    pub const EFF_RANK_L1: usize = 6;
+    pub const L0_MEAN_STD: usize = 7;
+    pub const KURTOSIS: usize = 8;
+    pub const FIXED: usize = 9;
+
+    /// The layout that covers `metrics` (thresholds deduplicated, in first-seen order).
+    pub fn for_metrics(metrics: &[MetricSpec]) -> Self {
+        let mut cols = MomentColumns {
+            near_zero: Vec::new(),
+            near_zero_rel: Vec::new(),
+        };
+        for m in metrics {
+            match *m {
+                MetricSpec::NearZero(e) if !cols.near_zero.contains(&(e as f32)) => {
+                    cols.near_zero.push(e as f32)
+                }
+                MetricSpec::NearZeroRel(r) if !cols.near_zero_rel.contains(&(r as f32)) => {
+                    cols.near_zero_rel.push(r as f32)
+                }
+                _ => {}
+            }
+        }
+        cols
+    }
+
+    pub fn count(&self) -> usize {
+        Self::FIXED + self.near_zero.len() + self.near_zero_rel.len()
+    }
+
+    /// The column holding `metric`.
+    pub fn column(&self, metric: &MetricSpec) -> usize {
+        match *metric {
+            MetricSpec::Nonfinite => Self::NONFINITE,
+            MetricSpec::L1 => Self::L1,
+            MetricSpec::L2 => Self::L2,
+            MetricSpec::Hoyer => Self::HOYER,
+            MetricSpec::ParticipationRatio => Self::PARTICIPATION_RATIO,
+            MetricSpec::EffRank => Self::EFF_RANK,
+            MetricSpec::EffRankL1 => Self::EFF_RANK_L1,
+            MetricSpec::L0MeanStd => Self::L0_MEAN_STD,
+            MetricSpec::Kurtosis => Self::KURTOSIS,
+            MetricSpec::NearZero(e) => {
+                Self::FIXED + self.near_zero.iter().position(|&x| x == e as f32).unwrap()
+            }
+            MetricSpec::NearZeroRel(r) => {
+                Self::FIXED
+                    + self.near_zero.len()
+                    + self
+                        .near_zero_rel
+                        .iter()
+                        .position(|&x| x == r as f32)
+                        .unwrap()
+            }
+        }
+    }
+}
+
+/// Where in the model a vector is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteKind {
+    /// The residual stream after block i.
+    ResidPost,
+    /// The MLP's hidden activation after the nonlinearity, before its output projection.
+    MlpPost,
+    /// The attention sublayer's output (after its output projection), before the residual add.
+    AttnOut,
+    /// The final hidden state after the final LayerNorm (the paper's "last hidden state").
+    FinalNorm,
+}
+
+impl FromStr for SiteKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "resid_post" => Ok(SiteKind::ResidPost),
+            "mlp.post" => Ok(SiteKind::MlpPost),
+            "attn.out" => Ok(SiteKind::AttnOut),
+            "final.norm" => Ok(SiteKind::FinalNorm),
+            _ => Err(format!(
+                "unknown site {s:?}; known: resid_post, mlp.post, attn.out, final.norm"
+            )),
+        }
+    }
+}
+
+impl SiteKind {
+    /// The suffix of the site's full name (`blocks.{i}.` + suffix, or the name itself).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            SiteKind::ResidPost => "resid_post",
+            SiteKind::MlpPost => "mlp.post",
+            SiteKind::AttnOut => "attn.out",
+            SiteKind::FinalNorm => "final.norm",
+        }
+    }
+}
+
+/// Which token positions of each probe sample are measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// The last prompt token: the one whose state predicts the answer (the paper's choice).
+    Last,
+    /// Every prompt token.
+    All,
+}
+
+impl FromStr for Position {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "last" => Ok(Position::Last),
+            "all" => Ok(Position::All),
+            _ => Err(format!("unknown position {s:?}; known: last, all")),
+        }
+    }
+}
+
+impl Position {
+    pub fn name(self) -> &'static str {
+        match self {
+            Position::Last => "last",
+            Position::All => "all",
+        }
+    }
+}
+
+/// One aggregate over a probe set's vectors: mean and sample std (n - 1) of the defined values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    pub mean: f64,
+    pub std: f64,
+    pub n: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_round_trip_through_display() {
+        for name in DEFAULT_METRICS {
+            let spec: MetricSpec = name.parse().unwrap();
+            assert_eq!(&spec.to_string(), name);
+        }
+    }
+
+    #[test]
+    fn bad_metric_names_say_why() {
+        assert!(
+            "near_zero"
+                .parse::<MetricSpec>()
+                .unwrap_err()
+                .contains("parameter")
+        );
+        assert!(
+            "near_zero@x"
+                .parse::<MetricSpec>()
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(
+            "near_zero_rel@2"
+                .parse::<MetricSpec>()
+                .unwrap_err()
+                .contains("[0, 1]")
+        );
+        assert!(
+            "hoyer@1"
+                .parse::<MetricSpec>()
+                .unwrap_err()
+                .contains("no parameter")
+        );
+        assert!(
+            "sparsity"
+                .parse::<MetricSpec>()
+                .unwrap_err()
+                .contains("unknown metric")
+        );
+        assert!(
+            "gini"
+                .parse::<MetricSpec>()
+                .unwrap_err()
+                .contains("not built yet")
+        );
+    }
+
+    #[test]
+    fn columns_deduplicate_thresholds() {
+        let metrics: Vec<MetricSpec> =
+            ["near_zero@0.1", "near_zero@0.1", "near_zero_rel@0.5", "l1"]
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect();
+        let cols = MomentColumns::for_metrics(&metrics);
+        assert_eq!(cols.count(), MomentColumns::FIXED + 2);
+        assert_eq!(cols.column(&metrics[2]), MomentColumns::FIXED + 1);
+    }
+}

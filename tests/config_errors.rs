@@ -1,0 +1,185 @@
+//! Bad configs are caught before any work starts, and every message names the field path.
+
+use std::process::Command;
+
+use densitrace::config::Config;
+use densitrace::error::InputError;
+
+const GOOD: &str = include_str!("../experiments/quickstart.yaml");
+
+fn error_of(yaml: &str, overrides: &[&str]) -> String {
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    match Config::from_yaml(yaml, "test.yaml", &overrides) {
+        Ok(_) => panic!("expected an error for overrides {overrides:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_names(message: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(message.contains(n), "{message:?} does not mention {n:?}");
+    }
+}
+
+#[test]
+fn the_quickstart_config_is_valid_and_round_trips_through_yaml() {
+    let config = Config::from_yaml(GOOD, "quickstart.yaml", &[]).unwrap();
+    let again = Config::from_yaml(&config.to_yaml(), "resolved.yaml", &[]).unwrap();
+    assert_eq!(config, again);
+}
+
+#[test]
+fn unknown_key_names_its_parent_path_and_the_key() {
+    let yaml = GOOD.replace("  layers: 2", "  layerz: 2");
+    assert_names(&error_of(&yaml, &[]), &["test.yaml", "model", "layerz"]);
+}
+
+#[test]
+fn wrong_type_names_the_field_path() {
+    let yaml = GOOD.replace("steps: 1500", "steps: many");
+    assert_names(&error_of(&yaml, &[]), &["train.steps", "invalid type"]);
+    let yaml = GOOD.replace("levels: [0.1, 0.25, 0.5, 1.0]", "levels: lots");
+    assert_names(&error_of(&yaml, &[]), &["probes.sets[2].levels"]);
+}
+
+#[test]
+fn overrides_are_type_checked_like_the_file() {
+    assert_names(
+        &error_of(GOOD, &["train.steps=abc"]),
+        &["train.steps", "invalid type"],
+    );
+    assert_names(&error_of(GOOD, &["train.stepz=5"]), &["train", "stepz"]);
+    assert_names(
+        &error_of(GOOD, &["train.steps"]),
+        &["--set train.steps", "KEY=VALUE"],
+    );
+    assert_names(
+        &error_of(GOOD, &["probes.sets[9].name=x"]),
+        &["out of range"],
+    );
+    assert_names(
+        &error_of(GOOD, &["probes.every=0"]),
+        &["probes.every", "at least 1"],
+    );
+    let ok = Config::from_yaml(
+        GOOD,
+        "q.yaml",
+        &[
+            "train.steps=7".into(),
+            "device=cpu".into(),
+            "probes.sets[2].levels=[0.3]".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(ok.train.steps, 7);
+    assert_eq!(ok.probes.sets[2].levels, Some(vec![0.3]));
+}
+
+#[test]
+fn invalid_values_name_the_field_path() {
+    let cases: &[(&str, &[&str])] = &[
+        ("model.heads=3", &["model.heads", "do not divide"]),
+        ("model.layers=0", &["model.layers"]),
+        ("model.d_model=0", &["model.d_model"]),
+        ("train.batch_size=0", &["train.batch_size"]),
+        ("train.lr=-1", &["train.lr"]),
+        ("model.dropout=1.5", &["model.dropout"]),
+        (
+            "probes.metrics=[hoyer, sparsity]",
+            &["probes.metrics[1]", "unknown metric"],
+        ),
+        (
+            "probes.metrics=[near_zero@abc]",
+            &["probes.metrics[0]", "not a number"],
+        ),
+        (
+            "probes.sites=[resid_pre]",
+            &["probes.sites[0]", "unknown site"],
+        ),
+        ("probes.positions=[first]", &["probes.positions[0]"]),
+        (
+            "probes.sets[0].family=noise",
+            &["probes.sets[0].family", "unknown variant"],
+        ),
+        (
+            "probes.sets[2].levels=[1.5]",
+            &["probes.sets[2].levels[0]", "fraction"],
+        ),
+        (
+            "probes.sets[1].levels=[7]",
+            &["probes.sets[1].levels[0]", "hop count"],
+        ),
+        (
+            "probes.sets[1].name=id",
+            &["probes.sets[1].name", "used twice"],
+        ),
+        ("device=gpu", &["device", "unknown variant"]),
+        ("data.source.kind=text", &["data.source", "unknown variant"]),
+        ("data.source.max_hops=1", &["data.source.max_hops"]),
+    ];
+    for (set, needles) in cases {
+        assert_names(&error_of(GOOD, &[set]), needles);
+    }
+}
+
+#[test]
+fn malformed_yaml_is_a_file_error() {
+    match Config::from_yaml("name: [unclosed", "broken.yaml", &[]) {
+        Err(InputError::File { file, message }) => {
+            assert_eq!(file, "broken.yaml");
+            assert!(message.contains("invalid YAML"), "{message}");
+        }
+        other => panic!("expected a file error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_cli_exits_2_names_the_field_and_creates_no_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.yaml");
+    std::fs::write(&config, GOOD.replace("heads: 4", "heads: 3")).unwrap();
+    let out = dir.path().join("runs");
+    let result = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+        .args([
+            "run",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("model.heads") && stderr.contains("bad.yaml"),
+        "stderr: {stderr}"
+    );
+    assert!(
+        !out.exists(),
+        "a run directory was created for a bad config"
+    );
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+        .args(["check", "no/such/config.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no/such/config.yaml"));
+}
+
+#[test]
+fn check_prints_the_resolved_config_with_overrides() {
+    let result = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+        .args([
+            "check",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quickstart.yaml"),
+            "--set",
+            "train.steps=42",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(result.status.code(), Some(0));
+    let printed = String::from_utf8(result.stdout).unwrap();
+    let config = Config::from_yaml(&printed, "printed", &[]).unwrap();
+    assert_eq!(config.train.steps, 42);
+}

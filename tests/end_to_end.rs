@@ -1,0 +1,275 @@
+//! Whole runs through the binary, read back with arrow's Parquet reader (not our writer's
+//! structs): one on the CPU backend, one on wgpu (software Vulkan without a GPU) that wires the
+//! whole GPU path together: training and the density kernels.
+
+mod common;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use arrow::array::{Array, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+const TINY: &str = "
+name: tiny
+seed: 3
+device: cpu
+data:
+  source: {kind: rulegraph, entities: 20, relations: 3, rules: 4, min_hops: 2, max_hops: 3}
+model: {layers: 1, d_model: 16, heads: 2, d_ff: 32, seq_len: 4}
+train: {steps: 12, batch_size: 8, warmup_steps: 2, log_every: 3}
+probes:
+  every: 6
+  samples: 16
+  sites: [resid_post, mlp.post, final.norm]
+  positions: [last, all]
+  metrics: [l1, hoyer, near_zero@0.01, nonfinite]
+  sets:
+    - {name: id, family: none}
+    - {name: hops, family: hops}
+    - {name: corrupt, family: token_corruption, levels: [0.5]}
+";
+
+fn run(config: &str, overrides: &[&str]) -> PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let path = dir.join("tiny.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_densitrace"));
+    cmd.args([
+        "run",
+        path.to_str().unwrap(),
+        "--out",
+        dir.join("runs").to_str().unwrap(),
+    ]);
+    for o in overrides {
+        cmd.args(["--set", o]);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "run failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stdout.contains("final.norm hoyer"),
+        "no summary table: {stdout}"
+    );
+    let runs: Vec<_> = std::fs::read_dir(dir.join("runs/tiny")).unwrap().collect();
+    assert_eq!(runs.len(), 1);
+    runs.into_iter().next().unwrap().unwrap().path()
+}
+
+fn read(path: &Path) -> RecordBatch {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+fn parts(run: &Path, table: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run.join(table))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("part-0.parquet"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn strings<'a>(b: &'a RecordBatch, name: &str) -> &'a StringArray {
+    b.column_by_name(name)
+        .unwrap()
+        .as_any()
+        .downcast_ref()
+        .unwrap()
+}
+
+fn floats<'a>(b: &'a RecordBatch, name: &str) -> &'a Float64Array {
+    b.column_by_name(name)
+        .unwrap()
+        .as_any()
+        .downcast_ref()
+        .unwrap()
+}
+
+fn ints<'a>(b: &'a RecordBatch, name: &str) -> &'a Int64Array {
+    b.column_by_name(name)
+        .unwrap()
+        .as_any()
+        .downcast_ref()
+        .unwrap()
+}
+
+/// Checks the run directory of TINY (with `steps` and `every` as given) whatever the device.
+fn check_run(run: &Path, eval_steps: &[i64], backend: &str) {
+    let density = parts(run, "density");
+    let names: Vec<String> = density
+        .iter()
+        .map(|p| {
+            p.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let expected: Vec<String> = eval_steps.iter().map(|s| format!("step={s:06}")).collect();
+    assert_eq!(names, expected);
+
+    // Probe sets: id, hops levels 2 and 3, corrupt 0.5 = 4; sites: blocks.0.resid_post,
+    // blocks.0.mlp.post, final.norm = 3; positions 2; metrics 4; plus 2 answer rows per set.
+    let expected_rows = 4 * 3 * 2 * 4 + 4 * 2;
+    let schema = [
+        ("run_id", DataType::Utf8),
+        ("step", DataType::Int64),
+        ("tokens_seen", DataType::Int64),
+        ("probe", DataType::Utf8),
+        ("shift_family", DataType::Utf8),
+        ("shift_level", DataType::Float64),
+        ("layer", DataType::Int32),
+        ("site", DataType::Utf8),
+        ("position", DataType::Utf8),
+        ("metric", DataType::Utf8),
+        ("value", DataType::Float64),
+        ("std", DataType::Float64),
+        ("n", DataType::Int64),
+        ("wall_time", DataType::Float64),
+    ];
+    for (path, &step) in density.iter().zip(eval_steps) {
+        let b = read(path);
+        let fields: Vec<(String, DataType)> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect();
+        let want: Vec<(String, DataType)> = schema
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect();
+        assert_eq!(fields, want, "{}", path.display());
+        assert_eq!(b.num_rows(), expected_rows, "{}", path.display());
+        assert!(ints(&b, "step").iter().all(|s| s == Some(step)));
+        assert_eq!(ints(&b, "tokens_seen").value(0), step * 8 * 3);
+        let (value, std, n) = (floats(&b, "value"), floats(&b, "std"), ints(&b, "n"));
+        for i in 0..b.num_rows() {
+            let what = format!(
+                "{} {} {} {}",
+                strings(&b, "probe").value(i),
+                strings(&b, "site").value(i),
+                strings(&b, "position").value(i),
+                strings(&b, "metric").value(i)
+            );
+            assert!(n.value(i) > 0, "{what}: n = 0");
+            assert!(
+                value.value(i).is_finite(),
+                "{what}: value {}",
+                value.value(i)
+            );
+            assert!(std.value(i).is_finite(), "{what}: std {}", std.value(i));
+        }
+        let levels: Vec<f64> = floats(&b, "shift_level").iter().flatten().collect();
+        for l in [0.0, 2.0, 3.0, 0.5] {
+            assert!(levels.contains(&l), "no rows at shift_level {l}");
+        }
+        // 16 samples, so `last` has 16 vectors and `all` 16 x 3 prompt tokens.
+        for i in 0..b.num_rows() {
+            if strings(&b, "metric").value(i) == "hoyer" {
+                let expect = if strings(&b, "position").value(i) == "last" {
+                    16
+                } else {
+                    48
+                };
+                assert_eq!(n.value(i), expect);
+            }
+        }
+    }
+
+    let train = parts(run, "train");
+    let logged: usize = train.iter().map(|p| read(p).num_rows()).sum();
+    assert_eq!(logged, 4, "steps 3, 6, 9, 12 are logged");
+    for p in &train {
+        let b = read(p);
+        assert!(floats(&b, "loss").iter().all(|l| l.unwrap().is_finite()));
+    }
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["device"]["backend"], backend);
+    assert_eq!(manifest["status"], "completed");
+    assert_eq!(
+        manifest["evaluations"].as_array().unwrap().len(),
+        eval_steps.len()
+    );
+    assert!(run.join("checkpoints/final/model.bpk").is_file());
+    assert!(run.join("checkpoints/final/DONE").is_file());
+    let config = std::fs::read_to_string(run.join("config.yaml")).unwrap();
+    densitrace::config::Config::from_yaml(&config, "config.yaml", &[]).unwrap();
+    let no_tmp = walk(run)
+        .into_iter()
+        .all(|p| !p.to_string_lossy().ends_with(".tmp"));
+    assert!(no_tmp, "a temporary file was left behind");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_cpu_run_writes_every_evaluation_as_valid_parquet() {
+    let run = run(TINY, &[]);
+    check_run(&run, &[0, 6, 12], "cpu");
+    let manifest = std::fs::read_to_string(run.join("manifest.json")).unwrap();
+    // On the CPU backend the activations themselves are read back: 4 sets x 3 sites x
+    // (16 + 48 vectors) x width (16, or 32 for mlp.post) x 4 bytes, plus answer stats.
+    assert!(manifest.contains("\"readback_bytes\""));
+}
+
+#[test]
+fn a_wgpu_run_trains_and_measures_with_the_kernels() {
+    if common::wgpu_device().is_none() {
+        return;
+    }
+    let run = run(
+        TINY,
+        &[
+            "device=wgpu",
+            "train.steps=2",
+            "probes.every=1",
+            "train.log_every=1",
+        ],
+    );
+    let density = parts(&run, "density");
+    assert_eq!(density.len(), 3, "evaluations at steps 0, 1, 2");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["device"]["backend"], "wgpu");
+    assert!(manifest["device"]["adapter"]["name"].is_string());
+    // Only summaries cross: 4 sets x 3 sites x 2 positions x (9 + 1 columns) x 3 x 4 bytes,
+    // plus 4 answer floats per set; far below the activations themselves.
+    let bytes = manifest["evaluations"][0]["readback_bytes"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(bytes, (4 * 3 * 2 * 10 * 3 * 4 + 4 * 4 * 4) as u64);
+    for path in density {
+        let b = read(&path);
+        assert_eq!(b.num_rows(), 4 * 3 * 2 * 4 + 4 * 2);
+        let value = floats(&b, "value");
+        assert!(value.iter().all(|v| v.unwrap().is_finite()));
+    }
+}

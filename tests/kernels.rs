@@ -1,0 +1,286 @@
+//! The WGSL density kernels against the f64 reference, on a real wgpu adapter (Mesa's software
+//! Vulkan driver on machines without a GPU).
+//!
+//! Tolerances: 1e-4 relative (plus 1e-6 absolute, for values that are 0) for every continuous
+//! metric; kurtosis relative to m4/m2^2 = kurtosis + 3, since the excess subtracts 3; counting
+//! metrics (l0_mean_std, near_zero*) within one element (1/d), as an f32 threshold can land on the
+//! other side of an entry than the f64 one.
+
+mod common;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::{normal, rng, wgpu_device};
+use densitrace::kernels::{self, reference};
+use densitrace::metrics::{MetricSpec, MomentColumns};
+use rand::Rng;
+use rand::seq::SliceRandom;
+
+fn columns() -> MomentColumns {
+    // 1.0 and 0.5 * max|h| = 1.0 land exactly on entries of the "ties in magnitude" rows, so
+    // `<=` versus `<` is tested.
+    MomentColumns {
+        near_zero: vec![1e-3, 0.5, 1.0],
+        near_zero_rel: vec![0.01, 0.5],
+    }
+}
+
+fn upload(data: &[f32], rows: usize, width: usize, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(data.to_vec(), [rows, width]), device)
+}
+
+fn download(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+fn is_count(column: usize) -> bool {
+    column == MomentColumns::L0_MEAN_STD || column >= MomentColumns::FIXED
+}
+
+/// Checks one kernel value against the reference; returns a message on mismatch.
+fn check(column: usize, width: usize, got: f32, want: f64) -> Result<(), String> {
+    let got = got as f64;
+    if want.is_nan() || got.is_nan() {
+        return if want.is_nan() && got.is_nan() {
+            Ok(())
+        } else {
+            Err(format!("got {got}, want {want}"))
+        };
+    }
+    let tolerance = if is_count(column) {
+        1.0 / width as f64 + 1e-6
+    } else if column == MomentColumns::KURTOSIS {
+        1e-4 * (want.abs() + 3.0)
+    } else {
+        1e-4 * want.abs() + 1e-6
+    };
+    if (got - want).abs() <= tolerance {
+        Ok(())
+    } else {
+        Err(format!("got {got}, want {want}, tolerance {tolerance:e}"))
+    }
+}
+
+/// Rows of every kind the kernels must handle, for one width.
+fn test_rows(width: usize, seed: u64) -> Vec<(&'static str, Vec<f32>)> {
+    let mut r = rng(seed);
+    let normal_row =
+        |r: &mut rand_chacha::ChaCha8Rng| (0..width).map(|_| normal(r)).collect::<Vec<f32>>();
+    let mut rows = Vec::new();
+    rows.push(("normal", normal_row(&mut r)));
+    rows.push((
+        "normal scaled 1e-3",
+        normal_row(&mut r).iter().map(|x| x * 1e-3).collect(),
+    ));
+    rows.push((
+        "normal shifted",
+        normal_row(&mut r).iter().map(|x| x + 3.0).collect(),
+    ));
+    rows.push((
+        "sparse with exact zeros",
+        normal_row(&mut r)
+            .into_iter()
+            .map(|x| if r.random_bool(0.7) { 0.0 } else { x })
+            .collect(),
+    ));
+    rows.push((
+        "heavy-tailed (Cauchy)",
+        (0..width)
+            .map(|_| normal(&mut r) / normal(&mut r).abs().max(1e-3))
+            .collect(),
+    ));
+    let mut one_hot = vec![0.0; width];
+    one_hot[r.random_range(0..width)] = -2.5;
+    rows.push(("one-hot", one_hot));
+    rows.push(("constant", vec![0.3; width]));
+    rows.push(("all zero", vec![0.0; width]));
+    rows.push((
+        "ties in magnitude",
+        (0..width)
+            .map(|_| [-2.0, -1.0, 1.0, 2.0][r.random_range(0..4)])
+            .collect(),
+    ));
+    for (name, bad) in [
+        ("with NaN", f32::NAN),
+        ("with +Inf", f32::INFINITY),
+        ("with -Inf", f32::NEG_INFINITY),
+    ] {
+        let mut row = normal_row(&mut r);
+        row[r.random_range(0..width)] = bad;
+        rows.push((name, row));
+    }
+    rows
+}
+
+#[test]
+fn row_moments_match_the_reference_on_every_kind_and_width() {
+    let Some(device) = wgpu_device() else { return };
+    let cols = columns();
+    let mut failures = Vec::new();
+    for (i, &width) in [1usize, 2, 127, 128, 1000, 2048, 2049, 4096, 8192]
+        .iter()
+        .enumerate()
+    {
+        let rows = test_rows(width, i as u64);
+        let data: Vec<f32> = rows.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+        let got = download(kernels::row_moments(
+            upload(&data, rows.len(), width, &device),
+            &cols,
+        ));
+        for (r, (kind, row)) in rows.iter().enumerate() {
+            let want = reference::row_moments(row, &cols);
+            for (c, w) in want.iter().enumerate() {
+                if let Err(e) = check(c, width, got[r * cols.count() + c], *w) {
+                    failures.push(format!("width {width}, {kind}, column {c}: {e}"));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn aggregate_matches_the_reference_and_skips_nonfinite_vectors() {
+    let Some(device) = wgpu_device() else { return };
+    let cols = columns();
+    let (rows, width) = (777, 96);
+    let mut r = rng(42);
+    let mut data: Vec<f32> = (0..rows * width).map(|_| normal(&mut r) * 2.0).collect();
+    for row in [3usize, 100, 500] {
+        data[row * width + 7] = f32::NAN;
+    }
+    for row in [10usize, 11] {
+        data[row * width..(row + 1) * width].fill(0.0);
+    }
+    let summary = download(kernels::summarize(
+        upload(&data, rows, width, &device),
+        &cols,
+    ));
+    let per_row = reference::matrix_moments(&data, width, &cols);
+    for c in 0..cols.count() {
+        let want = reference::aggregate(&per_row, c);
+        let (mean, std, n) = (summary[c * 3], summary[c * 3 + 1], summary[c * 3 + 2]);
+        assert_eq!(n as u64, want.n, "column {c}: n");
+        assert!(
+            ((mean as f64) - want.mean).abs() <= 1e-4 * want.mean.abs() + 1e-6,
+            "column {c}: mean {mean} vs {}",
+            want.mean
+        );
+        assert!(
+            ((std as f64) - want.std).abs() <= 1e-3 * want.std.abs() + 1e-6,
+            "column {c}: std {std} vs {}",
+            want.std
+        );
+    }
+    // The three NaN rows are out of every metric but `nonfinite`; the zero rows lack hoyer.
+    assert_eq!(summary[MomentColumns::L1 * 3 + 2] as usize, rows - 3);
+    assert_eq!(summary[MomentColumns::HOYER * 3 + 2] as usize, rows - 5);
+    assert_eq!(summary[MomentColumns::NONFINITE * 3 + 2] as usize, rows);
+}
+
+#[test]
+fn rows_beyond_one_dispatch_dimension_are_all_computed() {
+    let Some(device) = wgpu_device() else { return };
+    let cols = columns();
+    let (rows, width) = (70_000, 5);
+    let mut r = rng(7);
+    let data: Vec<f32> = (0..rows * width).map(|_| normal(&mut r)).collect();
+    let got = download(kernels::row_moments(
+        upload(&data, rows, width, &device),
+        &cols,
+    ));
+    for row in [0, 65_534, 65_535, 65_536, rows - 1] {
+        let want = reference::row_moments(&data[row * width..(row + 1) * width], &cols);
+        for (c, w) in want.iter().enumerate() {
+            check(c, width, got[row * cols.count() + c], *w)
+                .unwrap_or_else(|e| panic!("row {row}, column {c}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn iid_normal_vectors_reproduce_the_science_reference_table() {
+    let Some(device) = wgpu_device() else { return };
+    // SCIENCE.md, "Reference values on i.i.d. N(0,1) vectors": d -> (eff_rank, eff_rank_l1,
+    // hoyer, participation_ratio, l0_mean_std).
+    let table = [
+        (128, [0.487, 0.755, 0.220, 0.344, 0.163]),
+        (256, [0.485, 0.754, 0.215, 0.339, 0.162]),
+        (1024, [0.482, 0.753, 0.209, 0.334, 0.161]),
+    ];
+    let metrics: Vec<MetricSpec> = [
+        "eff_rank",
+        "eff_rank_l1",
+        "hoyer",
+        "participation_ratio",
+        "l0_mean_std",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    let cols = MomentColumns::for_metrics(&metrics);
+    for (d, expected) in table {
+        let mut r = rng(d as u64);
+        let data: Vec<f32> = (0..2000 * d).map(|_| normal(&mut r)).collect();
+        let summary = download(kernels::summarize(upload(&data, 2000, d, &device), &cols));
+        for (metric, want) in metrics.iter().zip(expected) {
+            let got = summary[cols.column(metric) * 3] as f64;
+            assert!(
+                (got - want).abs() <= 0.005,
+                "d {d}, {metric}: {got:.4} vs table {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn metrics_are_invariant_to_scale_and_permutation() {
+    let Some(device) = wgpu_device() else { return };
+    let cols = columns();
+    let width = 300;
+    let mut r = rng(9);
+    let row: Vec<f32> = (0..width)
+        .map(|_| normal(&mut r) / normal(&mut r).abs().max(0.1))
+        .collect();
+    let scaled: Vec<f32> = row.iter().map(|x| x * 37.5).collect();
+    let mut permuted = row.clone();
+    permuted.shuffle(&mut r);
+    let data: Vec<f32> = [row, scaled, permuted].concat();
+    let got = download(kernels::row_moments(
+        upload(&data, 3, width, &device),
+        &cols,
+    ));
+    let m = cols.count();
+    for c in 0..m {
+        let base = got[c] as f64;
+        for (variant, v) in [("scaled", got[m + c]), ("permuted", got[2 * m + c])] {
+            let changes_with_scale = c == MomentColumns::L1 || c == MomentColumns::L2;
+            // near_zero@eps has an absolute threshold: scaling moves entries across it.
+            let absolute_threshold =
+                (MomentColumns::FIXED..MomentColumns::FIXED + cols.near_zero.len()).contains(&c);
+            if variant == "scaled" && (changes_with_scale || absolute_threshold) {
+                continue;
+            }
+            check(c, width, v, base).unwrap_or_else(|e| panic!("{variant}, column {c}: {e}"));
+        }
+    }
+    // l1 and l2 scale linearly.
+    check(
+        MomentColumns::L1,
+        width,
+        got[m + MomentColumns::L1],
+        got[MomentColumns::L1] as f64 * 37.5,
+    )
+    .unwrap();
+    check(
+        MomentColumns::L2,
+        width,
+        got[m + MomentColumns::L2],
+        got[MomentColumns::L2] as f64 * 37.5,
+    )
+    .unwrap();
+}
