@@ -14,7 +14,7 @@ use crate::config::ProbePlan;
 use crate::data::probes::ProbeSet;
 use crate::data::rulegraph::PROMPT_LEN;
 use crate::kernels::{self, reference};
-use crate::metrics::{MomentColumns, Position, SiteKind};
+use crate::metrics::{Columns, Position, SiteKind};
 use crate::model::{Gpt, Sites};
 use crate::sink::DensityRow;
 
@@ -42,7 +42,7 @@ pub fn evaluate(
     device: &Device,
     on_device: bool,
 ) -> Evaluation {
-    let cols = MomentColumns::for_metrics(&plan.metrics);
+    let cols = Columns::for_metrics(&plan.metrics);
     let mut measured = Vec::new();
     let mut answers = Vec::new();
     for (p, probe) in probes.iter().enumerate() {
@@ -97,7 +97,7 @@ pub fn evaluate(
                 .map(|s| (s[0] as f64, s[1] as f64, s[2] as i64))
                 .collect()
         } else {
-            let per_row = reference::matrix_moments(&values, m.vectors.dims()[1], &cols);
+            let per_row = reference::matrix_metrics(&values, m.vectors.dims()[1], &cols);
             (0..cols.count())
                 .map(|c| {
                     let s = reference::aggregate(&per_row, c);

@@ -11,6 +11,11 @@
 //!   when var(h / max|h|) <= 1e-8, a spread f32 cannot resolve.
 //! - `near_zero@eps`: fraction of i with a_i <= eps; `near_zero_rel@r`: a_i <= r * max(a).
 //! - `nonfinite`: count of NaN/Inf entries.
+//! - `topk_energy@f`: k = max(1, floor(f d)); sum of the k largest h^2 / sum h^2. Higher = sparser.
+//! - `gini`: a sorted ascending, i = 1..d: sum (2i - d - 1) a_(i) / (d sum a), which equals
+//!   2 sum i a_(i) / (d sum a) - (d + 1)/d without its cancellation. Higher = sparser.
+//! - `max_over_median`: max a / median a (numpy's median: the mean of the middle two for even d);
+//!   undefined when the median is 0.
 //!
 //! A value that is undefined for a vector (a ratio with a zero norm, hoyer at d = 1, kurtosis of
 //! a constant vector) is NaN for that vector and left out of its aggregate, as is every metric of
@@ -31,6 +36,11 @@ pub const DEFAULT_METRICS: &[&str] = &[
     "kurtosis",
     "near_zero@0.001",
     "near_zero_rel@0.01",
+    "topk_energy@0.01",
+    "topk_energy@0.05",
+    "topk_energy@0.1",
+    "gini",
+    "max_over_median",
     "nonfinite",
 ];
 
@@ -48,10 +58,10 @@ pub enum MetricSpec {
     NearZero(f64),
     NearZeroRel(f64),
     Nonfinite,
+    TopkEnergy(f64),
+    Gini,
+    MaxOverMedian,
 }
-
-/// Metrics SCIENCE.md defines whose order-statistic kernels do not exist yet.
-const NOT_YET: &[&str] = &["topk_energy", "gini", "max_over_median"];
 
 impl FromStr for MetricSpec {
     type Err = String;
@@ -80,6 +90,16 @@ impl FromStr for MetricSpec {
             "l0_mean_std" => plain(MetricSpec::L0MeanStd),
             "kurtosis" => plain(MetricSpec::Kurtosis),
             "nonfinite" => plain(MetricSpec::Nonfinite),
+            "gini" => plain(MetricSpec::Gini),
+            "max_over_median" => plain(MetricSpec::MaxOverMedian),
+            "topk_energy" => {
+                let f = number(param)?;
+                if f > 0.0 && f <= 1.0 {
+                    Ok(MetricSpec::TopkEnergy(f))
+                } else {
+                    Err(format!("{s:?}: the fraction must be within (0, 1]"))
+                }
+            }
             "near_zero" => {
                 let eps = number(param)?;
                 if eps.is_finite() && eps >= 0.0 {
@@ -96,12 +116,10 @@ impl FromStr for MetricSpec {
                     Err(format!("{s:?}: the ratio must be within [0, 1]"))
                 }
             }
-            n if NOT_YET.contains(&n) => Err(format!(
-                "{n} is defined in SCIENCE.md but its order-statistic kernel is not built yet"
-            )),
             _ => Err(format!(
                 "unknown metric {s:?}; known: l1, l2, hoyer, participation_ratio, eff_rank, \
-                 eff_rank_l1, l0_mean_std, kurtosis, near_zero@EPS, near_zero_rel@R, nonfinite"
+                 eff_rank_l1, l0_mean_std, kurtosis, near_zero@EPS, near_zero_rel@R, \
+                 topk_energy@F, gini, max_over_median, nonfinite"
             )),
         }
     }
@@ -121,19 +139,27 @@ impl fmt::Display for MetricSpec {
             MetricSpec::NearZero(eps) => write!(f, "near_zero@{eps}"),
             MetricSpec::NearZeroRel(r) => write!(f, "near_zero_rel@{r}"),
             MetricSpec::Nonfinite => f.write_str("nonfinite"),
+            MetricSpec::TopkEnergy(frac) => write!(f, "topk_energy@{frac}"),
+            MetricSpec::Gini => f.write_str("gini"),
+            MetricSpec::MaxOverMedian => f.write_str("max_over_median"),
         }
     }
 }
 
-/// The columns of the per-vector metric table the moments kernel writes (and the reference
-/// computes): the fixed columns, then one per near-zero threshold.
+/// The columns of the per-vector metric table: first those the moments kernel writes (the fixed
+/// columns, then one per near-zero threshold), then, when any order statistic is asked for,
+/// those the order kernel writes (gini, max_over_median, then one per top-k fraction). The
+/// reference computes the same table.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MomentColumns {
+pub struct Columns {
     pub near_zero: Vec<f32>,
     pub near_zero_rel: Vec<f32>,
+    /// Whether the order kernel runs (it sorts every row, so it runs only when asked).
+    pub order: bool,
+    pub topk: Vec<f64>,
 }
 
-impl MomentColumns {
+impl Columns {
     pub const NONFINITE: usize = 0;
     pub const L1: usize = 1;
     pub const L2: usize = 2;
@@ -144,12 +170,18 @@ impl MomentColumns {
     pub const L0_MEAN_STD: usize = 7;
     pub const KURTOSIS: usize = 8;
     pub const FIXED: usize = 9;
+    /// Offsets within the order kernel's columns.
+    pub const GINI: usize = 0;
+    pub const MAX_OVER_MEDIAN: usize = 1;
+    pub const ORDER_FIXED: usize = 2;
 
-    /// The layout that covers `metrics` (thresholds deduplicated, in first-seen order).
+    /// The layout that covers `metrics` (parameters deduplicated, in first-seen order).
     pub fn for_metrics(metrics: &[MetricSpec]) -> Self {
-        let mut cols = MomentColumns {
+        let mut cols = Columns {
             near_zero: Vec::new(),
             near_zero_rel: Vec::new(),
+            order: false,
+            topk: Vec::new(),
         };
         for m in metrics {
             match *m {
@@ -159,18 +191,48 @@ impl MomentColumns {
                 MetricSpec::NearZeroRel(r) if !cols.near_zero_rel.contains(&(r as f32)) => {
                     cols.near_zero_rel.push(r as f32)
                 }
+                MetricSpec::TopkEnergy(f) => {
+                    cols.order = true;
+                    if !cols.topk.contains(&f) {
+                        cols.topk.push(f);
+                    }
+                }
+                MetricSpec::Gini | MetricSpec::MaxOverMedian => cols.order = true,
                 _ => {}
             }
         }
         cols
     }
 
-    pub fn count(&self) -> usize {
+    /// Columns the moments kernel writes.
+    pub fn moments_count(&self) -> usize {
         Self::FIXED + self.near_zero.len() + self.near_zero_rel.len()
+    }
+
+    /// Columns the order kernel writes (0 when it does not run).
+    pub fn order_count(&self) -> usize {
+        if self.order {
+            Self::ORDER_FIXED + self.topk.len()
+        } else {
+            0
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.moments_count() + self.order_count()
+    }
+
+    /// The k of each top-k fraction at width `d`: max(1, floor(f d)).
+    pub fn topk_counts(&self, d: usize) -> Vec<usize> {
+        self.topk
+            .iter()
+            .map(|f| ((f * d as f64).floor() as usize).max(1))
+            .collect()
     }
 
     /// The column holding `metric`.
     pub fn column(&self, metric: &MetricSpec) -> usize {
+        let order = self.moments_count();
         match *metric {
             MetricSpec::Nonfinite => Self::NONFINITE,
             MetricSpec::L1 => Self::L1,
@@ -192,6 +254,11 @@ impl MomentColumns {
                         .iter()
                         .position(|&x| x == r as f32)
                         .unwrap()
+            }
+            MetricSpec::Gini => order + Self::GINI,
+            MetricSpec::MaxOverMedian => order + Self::MAX_OVER_MEDIAN,
+            MetricSpec::TopkEnergy(f) => {
+                order + Self::ORDER_FIXED + self.topk.iter().position(|&x| x == f).unwrap()
             }
         }
     }
@@ -319,10 +386,10 @@ mod tests {
                 .contains("unknown metric")
         );
         assert!(
-            "gini"
+            "topk_energy@0"
                 .parse::<MetricSpec>()
                 .unwrap_err()
-                .contains("not built yet")
+                .contains("(0, 1]")
         );
     }
 
@@ -333,8 +400,21 @@ mod tests {
                 .iter()
                 .map(|s| s.parse().unwrap())
                 .collect();
-        let cols = MomentColumns::for_metrics(&metrics);
-        assert_eq!(cols.count(), MomentColumns::FIXED + 2);
-        assert_eq!(cols.column(&metrics[2]), MomentColumns::FIXED + 1);
+        let cols = Columns::for_metrics(&metrics);
+        assert_eq!(cols.count(), Columns::FIXED + 2);
+        assert_eq!(cols.column(&metrics[2]), Columns::FIXED + 1);
+        assert!(!cols.order, "no order statistic asked for, no sort");
+        let with_order: Vec<MetricSpec> = ["topk_energy@0.05", "l1", "topk_energy@0.05", "gini"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let cols = Columns::for_metrics(&with_order);
+        assert_eq!(cols.count(), Columns::FIXED + Columns::ORDER_FIXED + 1);
+        assert_eq!(
+            cols.column(&with_order[0]),
+            Columns::FIXED + Columns::ORDER_FIXED
+        );
+        assert_eq!(cols.topk_counts(10), vec![1]);
+        assert_eq!(cols.topk_counts(100), vec![5]);
     }
 }

@@ -40,9 +40,11 @@ impl<'a> MakeWriter<'a> for LogWriter {
     }
 }
 
-/// Logs at `info` (or `RUST_LOG`) to stderr, around the progress bar.
+/// Logs densitrace at `info` and its dependencies at `warn` (or what `RUST_LOG` says) to stderr,
+/// around the progress bar. CubeCL's autotuner logs every kernel it tunes at `info`.
 pub fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,densitrace=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(LogWriter)

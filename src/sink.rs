@@ -4,12 +4,17 @@
 //! half-written file under a final name; each evaluation is its own Parquet file, so a crash
 //! never corrupts an earlier one.
 //!
+//! The folders are `step-NNNNNN`, not hive-style `step=NNNNNN`: every file carries its own `step`
+//! column, and a hive key of the same name makes pyarrow refuse the dataset (int32 or dictionary
+//! partition versus the int64 column). With no `=` in the path, pyarrow, pandas, polars and
+//! DuckDB all read `density/` (or `density/**/*.parquet`) with the file's own types.
+//!
 //! ```text
 //! runs/<name>/<run_id>/
 //!   config.yaml                              the resolved config, exactly what ran
 //!   manifest.json                            version, git revision, command, device, times
-//!   density/step=000100/part-0.parquet       one file per evaluation (schema: `density_schema`)
-//!   train/step=000100/part-0.parquet         train rows logged since the previous file
+//!   density/step-000100/part-0.parquet       one file per evaluation (schema: `density_schema`)
+//!   train/step-000100/part-0.parquet         train rows logged since the previous file
 //!   checkpoints/final/model.bpk + DONE       the final weights (Burn's burnpack format)
 //! ```
 
@@ -150,7 +155,7 @@ impl RunDir {
             Arc::new(Float64Array::from(vec![wall_time; n])),
         ];
         let batch = RecordBatch::try_new(Arc::new(density_schema()), columns)?;
-        self.write_parquet(&format!("density/step={step:06}/part-0.parquet"), &batch)
+        self.write_parquet(&format!("density/step-{step:06}/part-0.parquet"), &batch)
     }
 
     /// Writes the train rows logged since the last call, named by the step they end at.
@@ -172,7 +177,7 @@ impl RunDir {
             )),
         ];
         let batch = RecordBatch::try_new(Arc::new(train_schema()), columns)?;
-        self.write_parquet(&format!("train/step={step:06}/part-0.parquet"), &batch)
+        self.write_parquet(&format!("train/step-{step:06}/part-0.parquet"), &batch)
     }
 
     fn write_parquet(&self, relative: &str, batch: &RecordBatch) -> Result<PathBuf> {

@@ -36,7 +36,7 @@ fn unknown_key_names_its_parent_path_and_the_key() {
 
 #[test]
 fn wrong_type_names_the_field_path() {
-    let yaml = GOOD.replace("steps: 1500", "steps: many");
+    let yaml = GOOD.replace("steps: 3000", "steps: many");
     assert_names(&error_of(&yaml, &[]), &["train.steps", "invalid type"]);
     let yaml = GOOD.replace("levels: [0.1, 0.25, 0.5, 1.0]", "levels: lots");
     assert_names(&error_of(&yaml, &[]), &["probes.sets[2].levels"]);

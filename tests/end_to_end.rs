@@ -119,7 +119,7 @@ fn check_run(run: &Path, eval_steps: &[i64], backend: &str) {
                 .into_owned()
         })
         .collect();
-    let expected: Vec<String> = eval_steps.iter().map(|s| format!("step={s:06}")).collect();
+    let expected: Vec<String> = eval_steps.iter().map(|s| format!("step-{s:06}")).collect();
     assert_eq!(names, expected);
 
     // Probe sets: id, hops levels 2 and 3, corrupt 0.5 = 4; sites: blocks.0.resid_post,

@@ -11,16 +11,18 @@ mod common;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{normal, rng, wgpu_device};
 use densitrace::kernels::{self, reference};
-use densitrace::metrics::{MetricSpec, MomentColumns};
+use densitrace::metrics::{Columns, MetricSpec};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-fn columns() -> MomentColumns {
+fn columns() -> Columns {
     // 1.0 and 0.5 * max|h| = 1.0 land exactly on entries of the "ties in magnitude" rows, so
     // `<=` versus `<` is tested.
-    MomentColumns {
+    Columns {
         near_zero: vec![1e-3, 0.5, 1.0],
         near_zero_rel: vec![0.01, 0.5],
+        order: true,
+        topk: vec![0.01, 0.05, 0.1, 0.5, 1.0],
     }
 }
 
@@ -32,8 +34,9 @@ fn download(t: Tensor<2>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
 }
 
+/// Counting metrics: l0_mean_std and the near-zero fractions.
 fn is_count(column: usize) -> bool {
-    column == MomentColumns::L0_MEAN_STD || column >= MomentColumns::FIXED
+    column == Columns::L0_MEAN_STD || (Columns::FIXED..columns().moments_count()).contains(&column)
 }
 
 /// Checks one kernel value against the reference; returns a message on mismatch.
@@ -48,7 +51,7 @@ fn check(column: usize, width: usize, got: f32, want: f64) -> Result<(), String>
     }
     let tolerance = if is_count(column) {
         1.0 / width as f64 + 1e-6
-    } else if column == MomentColumns::KURTOSIS {
+    } else if column == Columns::KURTOSIS {
         1e-4 * (want.abs() + 3.0)
     } else {
         1e-4 * want.abs() + 1e-6
@@ -122,12 +125,12 @@ fn row_moments_match_the_reference_on_every_kind_and_width() {
     {
         let rows = test_rows(width, i as u64);
         let data: Vec<f32> = rows.iter().flat_map(|(_, r)| r.iter().copied()).collect();
-        let got = download(kernels::row_moments(
+        let got = download(kernels::row_metrics(
             upload(&data, rows.len(), width, &device),
             &cols,
         ));
         for (r, (kind, row)) in rows.iter().enumerate() {
-            let want = reference::row_moments(row, &cols);
+            let want = reference::row_metrics(row, &cols);
             for (c, w) in want.iter().enumerate() {
                 if let Err(e) = check(c, width, got[r * cols.count() + c], *w) {
                     failures.push(format!("width {width}, {kind}, column {c}: {e}"));
@@ -160,7 +163,7 @@ fn aggregate_matches_the_reference_and_skips_nonfinite_vectors() {
         upload(&data, rows, width, &device),
         &cols,
     ));
-    let per_row = reference::matrix_moments(&data, width, &cols);
+    let per_row = reference::matrix_metrics(&data, width, &cols);
     for c in 0..cols.count() {
         let want = reference::aggregate(&per_row, c);
         let (mean, std, n) = (summary[c * 3], summary[c * 3 + 1], summary[c * 3 + 2]);
@@ -177,9 +180,9 @@ fn aggregate_matches_the_reference_and_skips_nonfinite_vectors() {
         );
     }
     // The three NaN rows are out of every metric but `nonfinite`; the zero rows lack hoyer.
-    assert_eq!(summary[MomentColumns::L1 * 3 + 2] as usize, rows - 3);
-    assert_eq!(summary[MomentColumns::HOYER * 3 + 2] as usize, rows - 5);
-    assert_eq!(summary[MomentColumns::NONFINITE * 3 + 2] as usize, rows);
+    assert_eq!(summary[Columns::L1 * 3 + 2] as usize, rows - 3);
+    assert_eq!(summary[Columns::HOYER * 3 + 2] as usize, rows - 5);
+    assert_eq!(summary[Columns::NONFINITE * 3 + 2] as usize, rows);
 }
 
 #[test]
@@ -189,12 +192,12 @@ fn rows_beyond_one_dispatch_dimension_are_all_computed() {
     let (rows, width) = (70_000, 5);
     let mut r = rng(7);
     let data: Vec<f32> = (0..rows * width).map(|_| normal(&mut r)).collect();
-    let got = download(kernels::row_moments(
+    let got = download(kernels::row_metrics(
         upload(&data, rows, width, &device),
         &cols,
     ));
     for row in [0, 65_534, 65_535, 65_536, rows - 1] {
-        let want = reference::row_moments(&data[row * width..(row + 1) * width], &cols);
+        let want = reference::row_metrics(&data[row * width..(row + 1) * width], &cols);
         for (c, w) in want.iter().enumerate() {
             check(c, width, got[row * cols.count() + c], *w)
                 .unwrap_or_else(|e| panic!("row {row}, column {c}: {e}"));
@@ -205,24 +208,40 @@ fn rows_beyond_one_dispatch_dimension_are_all_computed() {
 #[test]
 fn iid_normal_vectors_reproduce_the_science_reference_table() {
     let Some(device) = wgpu_device() else { return };
-    // SCIENCE.md, "Reference values on i.i.d. N(0,1) vectors": d -> (eff_rank, eff_rank_l1,
-    // hoyer, participation_ratio, l0_mean_std).
-    let table = [
-        (128, [0.487, 0.755, 0.220, 0.344, 0.163]),
-        (256, [0.485, 0.754, 0.215, 0.339, 0.162]),
-        (1024, [0.482, 0.753, 0.209, 0.334, 0.161]),
-    ];
-    let metrics: Vec<MetricSpec> = [
+    // SCIENCE.md, "Reference values on i.i.d. N(0,1) vectors": every column of the table.
+    let names = [
+        "topk_energy@0.01",
+        "topk_energy@0.05",
+        "topk_energy@0.1",
         "eff_rank",
         "eff_rank_l1",
         "hoyer",
         "participation_ratio",
         "l0_mean_std",
-    ]
-    .iter()
-    .map(|s| s.parse().unwrap())
-    .collect();
-    let cols = MomentColumns::for_metrics(&metrics);
+        "gini",
+    ];
+    let table = [
+        (
+            128,
+            [
+                0.064, 0.262, 0.417, 0.487, 0.755, 0.220, 0.344, 0.163, 0.411,
+            ],
+        ),
+        (
+            256,
+            [
+                0.066, 0.264, 0.430, 0.485, 0.754, 0.215, 0.339, 0.162, 0.413,
+            ],
+        ),
+        (
+            1024,
+            [
+                0.082, 0.278, 0.438, 0.482, 0.753, 0.209, 0.334, 0.161, 0.414,
+            ],
+        ),
+    ];
+    let metrics: Vec<MetricSpec> = names.iter().map(|s| s.parse().unwrap()).collect();
+    let cols = Columns::for_metrics(&metrics);
     for (d, expected) in table {
         let mut r = rng(d as u64);
         let data: Vec<f32> = (0..2000 * d).map(|_| normal(&mut r)).collect();
@@ -250,7 +269,7 @@ fn metrics_are_invariant_to_scale_and_permutation() {
     let mut permuted = row.clone();
     permuted.shuffle(&mut r);
     let data: Vec<f32> = [row, scaled, permuted].concat();
-    let got = download(kernels::row_moments(
+    let got = download(kernels::row_metrics(
         upload(&data, 3, width, &device),
         &cols,
     ));
@@ -258,10 +277,10 @@ fn metrics_are_invariant_to_scale_and_permutation() {
     for c in 0..m {
         let base = got[c] as f64;
         for (variant, v) in [("scaled", got[m + c]), ("permuted", got[2 * m + c])] {
-            let changes_with_scale = c == MomentColumns::L1 || c == MomentColumns::L2;
+            let changes_with_scale = c == Columns::L1 || c == Columns::L2;
             // near_zero@eps has an absolute threshold: scaling moves entries across it.
             let absolute_threshold =
-                (MomentColumns::FIXED..MomentColumns::FIXED + cols.near_zero.len()).contains(&c);
+                (Columns::FIXED..Columns::FIXED + cols.near_zero.len()).contains(&c);
             if variant == "scaled" && (changes_with_scale || absolute_threshold) {
                 continue;
             }
@@ -270,17 +289,58 @@ fn metrics_are_invariant_to_scale_and_permutation() {
     }
     // l1 and l2 scale linearly.
     check(
-        MomentColumns::L1,
+        Columns::L1,
         width,
-        got[m + MomentColumns::L1],
-        got[MomentColumns::L1] as f64 * 37.5,
+        got[m + Columns::L1],
+        got[Columns::L1] as f64 * 37.5,
     )
     .unwrap();
     check(
-        MomentColumns::L2,
+        Columns::L2,
         width,
-        got[m + MomentColumns::L2],
-        got[MomentColumns::L2] as f64 * 37.5,
+        got[m + Columns::L2],
+        got[Columns::L2] as f64 * 37.5,
     )
     .unwrap();
+}
+
+#[test]
+fn one_hot_and_constant_vectors_hit_the_extremes() {
+    let Some(device) = wgpu_device() else { return };
+    let cols = columns();
+    let order = cols.moments_count();
+    for width in [2usize, 127, 1000, 4096, 8192] {
+        let mut one_hot = vec![0.0f32; width];
+        one_hot[width / 3] = 4.0;
+        let constant = vec![-1.5f32; width];
+        let got = download(kernels::row_metrics(
+            upload(&[one_hot, constant].concat(), 2, width, &device),
+            &cols,
+        ));
+        let (hot, flat) = got.split_at(cols.count());
+        let d = width as f32;
+        let close = |a: f32, b: f32, what: &str| {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "width {width}, {what}: {a} vs {b}"
+            )
+        };
+        close(hot[Columns::HOYER], 1.0, "one-hot hoyer");
+        close(hot[Columns::EFF_RANK], 1.0 / d, "one-hot eff_rank");
+        close(hot[order + Columns::GINI], (d - 1.0) / d, "one-hot gini");
+        for t in 0..cols.topk.len() {
+            close(
+                hot[order + Columns::ORDER_FIXED + t],
+                1.0,
+                "one-hot top-k energy",
+            );
+        }
+        close(flat[Columns::HOYER], 0.0, "constant hoyer");
+        close(flat[order + Columns::GINI], 0.0, "constant gini");
+        close(
+            flat[order + Columns::MAX_OVER_MEDIAN],
+            1.0,
+            "constant max/median",
+        );
+    }
 }

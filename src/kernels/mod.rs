@@ -11,33 +11,50 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::tensor::{Shape, Tensor};
 
-use crate::metrics::MomentColumns;
+use crate::metrics::Columns;
 
 /// The density operations a backend must provide to measure on the device. CubeCL's runtimes
 /// implement them (the WGSL kernels run on its wgpu runtime); the generated `Fusion` wrapper
 /// records each call as an opaque custom op in Burn's lazy graph.
 #[backend_extension(Cube, Fusion)]
 pub trait DensityOps: Backend {
-    /// `[rows, width]` -> `[rows, cols.count()]`: every moment-type metric of every row.
+    /// `[rows, width]` -> `[rows, cols.moments_count()]`: every moment-type metric of every row.
     #[fusion(dtype = x, shape = moments_shape(x, cols))]
-    fn row_moments(x: FloatTensor<Self>, cols: MomentColumns) -> FloatTensor<Self>;
+    fn row_moments(x: FloatTensor<Self>, cols: Columns) -> FloatTensor<Self>;
+
+    /// `[rows, width]` -> `[rows, cols.order_count()]`: every order statistic of every row.
+    #[fusion(dtype = x, shape = order_shape(x, cols))]
+    fn row_order(x: FloatTensor<Self>, cols: Columns) -> FloatTensor<Self>;
 
     /// `[rows, columns]` per-vector table -> `[columns, 3]` of (mean, std, n).
     #[fusion(dtype = table, shape = aggregate_shape(table))]
     fn aggregate(table: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-fn moments_shape(x: &Shape, cols: &MomentColumns) -> Shape {
-    Shape::new([x[0], cols.count()])
+fn moments_shape(x: &Shape, cols: &Columns) -> Shape {
+    Shape::new([x[0], cols.moments_count()])
+}
+
+fn order_shape(x: &Shape, cols: &Columns) -> Shape {
+    Shape::new([x[0], cols.order_count()])
 }
 
 fn aggregate_shape(table: &Shape) -> Shape {
     Shape::new([table[1], 3])
 }
 
-/// Per-vector metrics of each row of `x`, on the device.
-pub fn row_moments(x: Tensor<2>, cols: &MomentColumns) -> Tensor<2> {
-    Tensor::from_dispatch(Dispatch::row_moments(x.into_dispatch(), cols.clone()))
+/// Per-vector metrics of each row of `x` in `cols`' layout, on the device: the moments kernel's
+/// columns, then (when an order statistic is asked for) the order kernel's.
+pub fn row_metrics(x: Tensor<2>, cols: &Columns) -> Tensor<2> {
+    let moments = Tensor::from_dispatch(Dispatch::row_moments(
+        x.clone().into_dispatch(),
+        cols.clone(),
+    ));
+    if !cols.order {
+        return moments;
+    }
+    let order = Tensor::from_dispatch(Dispatch::row_order(x.into_dispatch(), cols.clone()));
+    Tensor::cat(vec![moments, order], 1)
 }
 
 /// Column-wise (mean, std, n) of a per-vector table, on the device.
@@ -46,6 +63,6 @@ pub fn aggregate(table: Tensor<2>) -> Tensor<2> {
 }
 
 /// `[vectors, width]` activations -> `[cols.count(), 3]` summaries, without leaving the device.
-pub fn summarize(x: Tensor<2>, cols: &MomentColumns) -> Tensor<2> {
-    aggregate(row_moments(x, cols))
+pub fn summarize(x: Tensor<2>, cols: &Columns) -> Tensor<2> {
+    aggregate(row_metrics(x, cols))
 }

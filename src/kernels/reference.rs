@@ -1,17 +1,17 @@
 //! The f64 CPU reference: the metrics exactly as `metrics.rs` defines them, written for clarity
 //! rather than speed. Every WGSL kernel is tested against it, and `device: cpu` uses it.
 
-use crate::metrics::{MomentColumns, Summary};
+use crate::metrics::{Columns, Summary};
 
 /// Kurtosis is NaN when var(h / max|h|) is at most this: the spread is below f32 resolution.
 pub const MIN_KURTOSIS_VAR: f64 = 1e-8;
 
 /// Per-vector metrics of one row in `cols`' layout. Undefined values are NaN; a row holding a NaN
 /// or Inf gets its non-finite count and NaN everywhere else.
-pub fn row_moments(row: &[f32], cols: &MomentColumns) -> Vec<f64> {
+pub fn row_metrics(row: &[f32], cols: &Columns) -> Vec<f64> {
     let mut out = vec![f64::NAN; cols.count()];
     let nonfinite = row.iter().filter(|x| !x.is_finite()).count();
-    out[MomentColumns::NONFINITE] = nonfinite as f64;
+    out[Columns::NONFINITE] = nonfinite as f64;
     if nonfinite > 0 {
         return out;
     }
@@ -23,13 +23,13 @@ pub fn row_moments(row: &[f32], cols: &MomentColumns) -> Vec<f64> {
     let s4: f64 = h.iter().map(|x| x.powi(4)).sum();
     let max_a = a.iter().cloned().fold(0.0, f64::max);
 
-    out[MomentColumns::L1] = l1;
-    out[MomentColumns::L2] = s2.sqrt();
+    out[Columns::L1] = l1;
+    out[Columns::L2] = s2.sqrt();
     if s2 > 0.0 {
         if d > 1.0 {
-            out[MomentColumns::HOYER] = (d.sqrt() - l1 / s2.sqrt()) / (d.sqrt() - 1.0);
+            out[Columns::HOYER] = (d.sqrt() - l1 / s2.sqrt()) / (d.sqrt() - 1.0);
         }
-        out[MomentColumns::PARTICIPATION_RATIO] = s2 * s2 / s4 / d;
+        out[Columns::PARTICIPATION_RATIO] = s2 * s2 / s4 / d;
         let entropy: f64 = h
             .iter()
             .map(|x| {
@@ -37,7 +37,7 @@ pub fn row_moments(row: &[f32], cols: &MomentColumns) -> Vec<f64> {
                 p * (p + 1e-10).ln()
             })
             .sum();
-        out[MomentColumns::EFF_RANK] = (-entropy).exp() / d;
+        out[Columns::EFF_RANK] = (-entropy).exp() / d;
         let entropy_l1: f64 = a
             .iter()
             .map(|x| {
@@ -45,36 +45,70 @@ pub fn row_moments(row: &[f32], cols: &MomentColumns) -> Vec<f64> {
                 q * q.ln()
             })
             .sum();
-        out[MomentColumns::EFF_RANK_L1] = (-entropy_l1).exp() / d;
+        out[Columns::EFF_RANK_L1] = (-entropy_l1).exp() / d;
     }
 
     let mean_a = l1 / d;
     let std_a = (a.iter().map(|x| (x - mean_a).powi(2)).sum::<f64>() / d).sqrt();
-    out[MomentColumns::L0_MEAN_STD] = a.iter().filter(|&&x| x > mean_a + std_a).count() as f64 / d;
+    out[Columns::L0_MEAN_STD] = a.iter().filter(|&&x| x > mean_a + std_a).count() as f64 / d;
 
     let mean_h = h.iter().sum::<f64>() / d;
     let m2 = h.iter().map(|x| (x - mean_h).powi(2)).sum::<f64>() / d;
     let m4 = h.iter().map(|x| (x - mean_h).powi(4)).sum::<f64>() / d;
     // Undefined when the spread is below what f32 resolves (see MIN_KURTOSIS_VAR in the shader).
     if max_a > 0.0 && m2 / (max_a * max_a) > MIN_KURTOSIS_VAR {
-        out[MomentColumns::KURTOSIS] = m4 / (m2 * m2) - 3.0;
+        out[Columns::KURTOSIS] = m4 / (m2 * m2) - 3.0;
     }
 
     for (i, &eps) in cols.near_zero.iter().enumerate() {
         let count = a.iter().filter(|&&x| x <= eps as f64).count();
-        out[MomentColumns::FIXED + i] = count as f64 / d;
+        out[Columns::FIXED + i] = count as f64 / d;
     }
     for (i, &r) in cols.near_zero_rel.iter().enumerate() {
         let count = a.iter().filter(|&&x| x <= r as f64 * max_a).count();
-        out[MomentColumns::FIXED + cols.near_zero.len() + i] = count as f64 / d;
+        out[Columns::FIXED + cols.near_zero.len() + i] = count as f64 / d;
+    }
+    if cols.order {
+        order_statistics(&a, cols, &mut out[cols.moments_count()..]);
     }
     out
 }
 
+/// gini, max_over_median and the top-k energies of the magnitudes `a`, from a sorted copy.
+fn order_statistics(a: &[f64], cols: &Columns, out: &mut [f64]) {
+    let d = a.len();
+    let mut sorted = a.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let sum: f64 = sorted.iter().sum();
+    if sum > 0.0 {
+        let weighted: f64 = sorted
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (2.0 * (i + 1) as f64 - d as f64 - 1.0) * x)
+            .sum();
+        out[Columns::GINI] = weighted / (d as f64 * sum);
+    }
+    let median = if d % 2 == 1 {
+        sorted[d / 2]
+    } else {
+        (sorted[d / 2 - 1] + sorted[d / 2]) / 2.0
+    };
+    if median > 0.0 {
+        out[Columns::MAX_OVER_MEDIAN] = sorted[d - 1] / median;
+    }
+    let energy: f64 = sorted.iter().map(|x| x * x).sum();
+    if energy > 0.0 {
+        for (i, k) in cols.topk_counts(d).into_iter().enumerate() {
+            let top: f64 = sorted[d - k..].iter().map(|x| x * x).sum();
+            out[Columns::ORDER_FIXED + i] = top / energy;
+        }
+    }
+}
+
 /// Per-vector metrics of every row of a row-major `[rows, width]` matrix.
-pub fn matrix_moments(data: &[f32], width: usize, cols: &MomentColumns) -> Vec<Vec<f64>> {
+pub fn matrix_metrics(data: &[f32], width: usize, cols: &Columns) -> Vec<Vec<f64>> {
     data.chunks(width)
-        .map(|row| row_moments(row, cols))
+        .map(|row| row_metrics(row, cols))
         .collect()
 }
 
@@ -83,7 +117,7 @@ pub fn matrix_moments(data: &[f32], width: usize, cols: &MomentColumns) -> Vec<V
 pub fn aggregate(per_row: &[Vec<f64>], column: usize) -> Summary {
     let values: Vec<f64> = per_row
         .iter()
-        .filter(|r| column == MomentColumns::NONFINITE || r[MomentColumns::NONFINITE] == 0.0)
+        .filter(|r| column == Columns::NONFINITE || r[Columns::NONFINITE] == 0.0)
         .map(|r| r[column])
         .filter(|v| v.is_finite())
         .collect();
@@ -110,10 +144,12 @@ pub fn summarize(values: &[f64]) -> Summary {
 mod tests {
     use super::*;
 
-    fn cols() -> MomentColumns {
-        MomentColumns {
+    fn cols() -> Columns {
+        Columns {
             near_zero: vec![1e-3],
             near_zero_rel: vec![0.5],
+            order: true,
+            topk: vec![0.01, 0.25],
         }
     }
 
@@ -121,47 +157,52 @@ mod tests {
     fn one_hot_vector_is_maximally_sparse() {
         let mut row = vec![0.0f32; 64];
         row[7] = -3.0;
-        let m = row_moments(&row, &cols());
-        assert!((m[MomentColumns::HOYER] - 1.0).abs() < 1e-12);
-        assert!((m[MomentColumns::PARTICIPATION_RATIO] - 1.0 / 64.0).abs() < 1e-12);
-        assert!((m[MomentColumns::EFF_RANK] - 1.0 / 64.0).abs() < 1e-8);
-        assert!((m[MomentColumns::FIXED] - 63.0 / 64.0).abs() < 1e-12);
-        assert_eq!(m[MomentColumns::L1], 3.0);
+        let m = row_metrics(&row, &cols());
+        assert!((m[Columns::HOYER] - 1.0).abs() < 1e-12);
+        assert!((m[Columns::PARTICIPATION_RATIO] - 1.0 / 64.0).abs() < 1e-12);
+        assert!((m[Columns::EFF_RANK] - 1.0 / 64.0).abs() < 1e-8);
+        assert!((m[Columns::FIXED] - 63.0 / 64.0).abs() < 1e-12);
+        assert_eq!(m[Columns::L1], 3.0);
+        let order = cols().moments_count();
+        assert!((m[order + Columns::GINI] - 63.0 / 64.0).abs() < 1e-12);
+        assert_eq!(
+            m[order + Columns::ORDER_FIXED],
+            1.0,
+            "top-1 energy of a one-hot"
+        );
+        assert!(m[order + Columns::MAX_OVER_MEDIAN].is_nan(), "median 0");
     }
 
     #[test]
     fn constant_vector_is_maximally_dense() {
-        let m = row_moments(&[2.0f32; 10], &cols());
-        assert!(m[MomentColumns::HOYER].abs() < 1e-12);
-        assert!((m[MomentColumns::PARTICIPATION_RATIO] - 1.0).abs() < 1e-12);
-        assert!((m[MomentColumns::EFF_RANK] - 1.0).abs() < 1e-8);
-        assert_eq!(m[MomentColumns::L0_MEAN_STD], 0.0);
-        assert!(
-            m[MomentColumns::KURTOSIS].is_nan(),
-            "a constant has no kurtosis"
-        );
+        let m = row_metrics(&[2.0f32; 10], &cols());
+        assert!(m[Columns::HOYER].abs() < 1e-12);
+        assert!((m[Columns::PARTICIPATION_RATIO] - 1.0).abs() < 1e-12);
+        assert!((m[Columns::EFF_RANK] - 1.0).abs() < 1e-8);
+        assert_eq!(m[Columns::L0_MEAN_STD], 0.0);
+        assert!(m[Columns::KURTOSIS].is_nan(), "a constant has no kurtosis");
     }
 
     #[test]
     fn nonfinite_rows_are_counted_and_kept_out() {
         let rows = vec![
-            row_moments(&[1.0, f32::NAN, f32::INFINITY], &cols()),
-            row_moments(&[1.0, 1.0, 0.0], &cols()),
+            row_metrics(&[1.0, f32::NAN, f32::INFINITY], &cols()),
+            row_metrics(&[1.0, 1.0, 0.0], &cols()),
         ];
-        assert_eq!(rows[0][MomentColumns::NONFINITE], 2.0);
-        assert!(rows[0][MomentColumns::L1].is_nan());
-        let l1 = aggregate(&rows, MomentColumns::L1);
+        assert_eq!(rows[0][Columns::NONFINITE], 2.0);
+        assert!(rows[0][Columns::L1].is_nan());
+        let l1 = aggregate(&rows, Columns::L1);
         assert_eq!((l1.mean, l1.n), (2.0, 1));
-        let nf = aggregate(&rows, MomentColumns::NONFINITE);
+        let nf = aggregate(&rows, Columns::NONFINITE);
         assert_eq!((nf.mean, nf.n), (1.0, 2));
     }
 
     #[test]
     fn all_zero_row_has_norms_but_no_ratios() {
-        let m = row_moments(&[0.0f32; 5], &cols());
-        assert_eq!(m[MomentColumns::L2], 0.0);
-        assert!(m[MomentColumns::HOYER].is_nan());
-        assert_eq!(m[MomentColumns::FIXED], 1.0);
-        assert_eq!(m[MomentColumns::FIXED + 1], 1.0);
+        let m = row_metrics(&[0.0f32; 5], &cols());
+        assert_eq!(m[Columns::L2], 0.0);
+        assert!(m[Columns::HOYER].is_nan());
+        assert_eq!(m[Columns::FIXED], 1.0);
+        assert_eq!(m[Columns::FIXED + 1], 1.0);
     }
 }

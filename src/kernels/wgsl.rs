@@ -8,13 +8,16 @@ use burn_cubecl::cubecl::{CubeCount, CubeDim};
 use burn_cubecl::kernel::into_contiguous;
 
 use super::DensityOps;
-use crate::metrics::MomentColumns;
+use crate::metrics::Columns;
 
 /// Rows up to this width are cached in workgroup memory (8 KiB of f32, well inside WebGPU's
 /// guaranteed 16 KiB together with the reduction buffer).
 const CACHE_LEN: usize = 2048;
 /// The most workgroups one dispatch dimension may hold (WebGPU's guaranteed limit).
 const MAX_GRID: usize = 65_535;
+/// The order kernel's global sort buffers (rows wider than CACHE_LEN) stay under this many bytes;
+/// fewer workgroups then loop over more rows each.
+const SCRATCH_BYTES: usize = 64 << 20;
 
 struct RowMomentsKernel {
     wg: u32,
@@ -38,6 +41,33 @@ impl KernelSource for RowMomentsKernel {
 
     fn id(&self) -> KernelId {
         KernelId::new::<Self>().info((self.wg, self.n_abs, self.n_rel, self.cached))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+struct RowOrderKernel {
+    wg: u32,
+    n_topk: usize,
+    shared: bool,
+}
+
+impl KernelSource for RowOrderKernel {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(include_str!("../../shaders/row_order.wgsl"))
+            .register("wg", self.wg.to_string())
+            .register("n_topk", self.n_topk.to_string())
+            .register("shared", self.shared.to_string())
+            .register(
+                "shared_len",
+                if self.shared { CACHE_LEN } else { 1 }.to_string(),
+            )
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.wg, self.n_topk, self.shared))
     }
 
     fn lang(&self) -> &'static str {
@@ -86,10 +116,10 @@ fn output(like: &CubeTensor, shape: Shape) -> CubeTensor {
 }
 
 impl DensityOps for CubeBackend {
-    fn row_moments(x: CubeTensor, cols: MomentColumns) -> CubeTensor {
+    fn row_moments(x: CubeTensor, cols: Columns) -> CubeTensor {
         let x = f32_tensor(x);
         let (rows, width) = (x.meta.shape()[0], x.meta.shape()[1]);
-        let out = output(&x, Shape::new([rows, cols.count()]));
+        let out = output(&x, Shape::new([rows, cols.moments_count()]));
         if rows == 0 || width == 0 {
             return out;
         }
@@ -113,6 +143,52 @@ impl DensityOps for CubeBackend {
             KernelArguments::new().with_buffers(vec![
                 x.handle.binding(),
                 out.handle.clone().binding(),
+                params.binding(),
+            ]),
+        );
+        out
+    }
+
+    fn row_order(x: CubeTensor, cols: Columns) -> CubeTensor {
+        let x = f32_tensor(x);
+        let (rows, width) = (x.meta.shape()[0], x.meta.shape()[1]);
+        let out = output(&x, Shape::new([rows, cols.order_count()]));
+        if rows == 0 || width == 0 {
+            return out;
+        }
+        let n_pad = width.next_power_of_two();
+        let shared = n_pad <= CACHE_LEN;
+        let workgroups = if shared {
+            rows.min(MAX_GRID)
+        } else {
+            rows.min((SCRATCH_BYTES / (n_pad * 4)).max(1))
+        };
+        let scratch = x
+            .client
+            .empty(if shared { 4 } else { workgroups * n_pad * 4 });
+        let mut params = vec![
+            rows as u32,
+            width as u32,
+            n_pad as u32,
+            workgroups as u32,
+            0,
+        ];
+        params.extend(cols.topk_counts(width).into_iter().map(|k| k as u32));
+        let params = x.client.create_from_slice(bytemuck::cast_slice(&params));
+
+        let kernel = RowOrderKernel {
+            wg: workgroup_size(n_pad),
+            n_topk: cols.topk.len(),
+            shared,
+        };
+        let cube_dim = CubeDim::new_1d(kernel.wg);
+        x.client.launch(
+            Box::new(SourceKernel::new(kernel, cube_dim)),
+            CubeCount::Static(workgroups as u32, 1, 1),
+            KernelArguments::new().with_buffers(vec![
+                x.handle.binding(),
+                out.handle.clone().binding(),
+                scratch.binding(),
                 params.binding(),
             ]),
         );
