@@ -1,5 +1,7 @@
 // aggregate.wgsl: mean, sample std and n of each per-vector metric over a probe set's vectors.
 //
+// Prepended: common.wgsl (WG, red, is_nonfinite, nan, reduce_sum).
+//
 // Layout and bindings (all storage, read_write as Burn's launcher declares them):
 //   @binding(0) m:      f32 [rows, cols], row-major: the per-vector table of row_moments.wgsl,
 //                       column 0 holding each vector's non-finite count.
@@ -16,32 +18,7 @@
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read_write> params: array<u32>;
 
-const WG: u32 = {{wg}}u;
-
 var<workgroup> shape: vec2<u32>;
-var<workgroup> red: array<vec2<f32>, WG>;
-
-fn is_nonfinite(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
-}
-
-fn nan() -> f32 {
-    return bitcast<f32>(0x7fc00000u);
-}
-
-fn reduce_sum(lid: u32, v: vec2<f32>) -> vec2<f32> {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 fn valid(r: u32, col: u32, cols: u32) -> bool {
     let v = m[r * cols + col];
@@ -70,7 +47,7 @@ fn main(
             acc = acc + vec2<f32>(m[r * cols + col], 1.0);
         }
     }
-    let total = reduce_sum(lid, acc);
+    let total = reduce_sum(lid, vec4<f32>(acc, 0.0, 0.0));
     let n = total.y;
     var mean = 0.0;
     if (n > 0.0) {
@@ -84,7 +61,7 @@ fn main(
             dev = dev + e * e;
         }
     }
-    let ss = reduce_sum(lid, vec2<f32>(dev, 0.0)).x;
+    let ss = reduce_sum(lid, vec4<f32>(dev, 0.0, 0.0, 0.0)).x;
 
     if (lid == 0u) {
         out[col * 3u] = mean;

@@ -1,5 +1,7 @@
 // row_moments.wgsl: every moment-type density metric of each activation vector, in one kernel.
 //
+// Prepended: common.wgsl (WG, red, is_nonfinite, nan, reduce_sum).
+//
 // Layout and bindings (all storage, read_write as Burn's launcher declares them):
 //   @binding(0) x:      f32 [rows, width], row-major, one activation vector per row.
 //   @binding(1) out:    f32 [rows, COLS], row-major; COLS = 9 + N_ABS + N_REL, in the order of
@@ -29,7 +31,6 @@
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read_write> params: array<u32>;
 
-const WG: u32 = {{wg}}u;
 const N_ABS: u32 = {{n_abs}}u;
 const N_REL: u32 = {{n_rel}}u;
 const CACHED: bool = {{cached}};
@@ -44,29 +45,6 @@ const MIN_KURTOSIS_VAR: f32 = 1e-8;
 
 var<workgroup> shape: vec3<u32>;
 var<workgroup> cache: array<f32, CACHE_LEN>;
-var<workgroup> red: array<vec4<f32>, WG>;
-
-fn is_nonfinite(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
-}
-
-fn nan() -> f32 {
-    return bitcast<f32>(0x7fc00000u);
-}
-
-fn reduce_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 // .x is reduced with max, .y with a sum.
 fn reduce_max_sum(lid: u32, v: vec2<f32>) -> vec2<f32> {

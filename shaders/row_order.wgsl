@@ -1,13 +1,15 @@
 // row_order.wgsl: the order-statistic density metrics of each activation vector, from a sorted
 // copy of |h|: gini, max_over_median and topk_energy@f for each configured fraction.
 //
+// Prepended: common.wgsl, then bitonic.wgsl (the sort buffer and the sort).
+//
 // Layout and bindings (all storage, read_write as Burn's launcher declares them):
 //   @binding(0) x:       f32 [rows, width], row-major, one activation vector per row.
 //   @binding(1) out:     f32 [rows, OCOLS], row-major; OCOLS = 2 + N_TOPK: gini,
 //                        max_over_median, then topk_energy for each k (the order part of
 //                        `Columns` in src/metrics.rs).
-//   @binding(2) scratch: f32 [workgroups, n_pad]: each workgroup's sort buffer when the padded row
-//                        does not fit in workgroup memory (SHARED false); unused otherwise.
+//   @binding(2) scratch: f32 [workgroups, n_pad] (declared in bitonic.wgsl): each workgroup's sort
+//                        buffer when the padded row does not fit in workgroup memory.
 //   @binding(3) params:  u32 [5 + N_TOPK]: rows, width, n_pad (width rounded up to a power of
 //                        two), workgroups, unused, then k for each top-k fraction (the host
 //                        computes k = max(1, floor(f * width)) exactly as the reference does).
@@ -15,8 +17,7 @@
 // Workgroups are persistent: workgroup w handles rows w, w + workgroups, ... One row at a time:
 //   1. load |h| into the sort buffer, padding to n_pad with the largest f32 so padding sorts last;
 //      a non-finite entry is counted (bit test: WGSL may assume no NaN/Inf) and loaded as 0;
-//   2. bitonic sort ascending: log2(n_pad) (log2(n_pad) + 1) / 2 stages; in each, every thread
-//      compares and swaps the pairs (i, i ^ j) with i < i ^ j it owns; a barrier ends each stage;
+//   2. bitonic sort ascending (bitonic.wgsl);
 //   3. with y = a / max a (so that a^2 neither overflows nor underflows in f32), reduce sum y,
 //      sum y^2, sum (2i - d - 1) y_(i) (gini's numerator without its cancellation) and, for each
 //      k, the sum of the k largest y^2.
@@ -25,65 +26,13 @@
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read_write> scratch: array<f32>;
 @group(0) @binding(3) var<storage, read_write> params: array<u32>;
 
-const WG: u32 = {{wg}}u;
 const N_TOPK: u32 = {{n_topk}}u;
-const SHARED: bool = {{shared}};
-const SHARED_LEN: u32 = {{shared_len}}u;
 const OCOLS: u32 = 2u + N_TOPK;
 const TOPK_SLOTS: u32 = (N_TOPK + 3u) / 4u * 4u;
-const PAD: f32 = 3.40282347e38;
 
 var<workgroup> dims: vec4<u32>;
-var<workgroup> buf: array<f32, SHARED_LEN>;
-var<workgroup> red: array<vec4<f32>, WG>;
-
-fn is_nonfinite(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
-}
-
-fn nan() -> f32 {
-    return bitcast<f32>(0x7fc00000u);
-}
-
-fn load_sorted(base: u32, i: u32) -> f32 {
-    if (SHARED) {
-        return buf[i];
-    }
-    return scratch[base + i];
-}
-
-fn store_sorted(base: u32, i: u32, v: f32) {
-    if (SHARED) {
-        buf[i] = v;
-    } else {
-        scratch[base + i] = v;
-    }
-}
-
-fn sync() {
-    if (SHARED) {
-        workgroupBarrier();
-    } else {
-        storageBarrier();
-    }
-}
-
-fn reduce_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size({{wg}}, 1, 1)
 fn main(
@@ -115,25 +64,10 @@ fn main(
             }
             store_sorted(sbase, i, v);
         }
-        sync();
+        sync_sorted();
 
-        // 2. Bitonic sort, ascending.
-        for (var k = 2u; k <= n_pad; k = k << 1u) {
-            for (var j = k >> 1u; j > 0u; j = j >> 1u) {
-                for (var i = lid; i < n_pad; i = i + WG) {
-                    let l = i ^ j;
-                    if (l > i) {
-                        let a = load_sorted(sbase, i);
-                        let b = load_sorted(sbase, l);
-                        if ((a > b) == ((i & k) == 0u)) {
-                            store_sorted(sbase, i, b);
-                            store_sorted(sbase, l, a);
-                        }
-                    }
-                }
-                sync();
-            }
-        }
+        // 2. Sort ascending.
+        bitonic_sort(lid, sbase, n_pad);
 
         // 3. Sums over the sorted magnitudes, scaled by the maximum.
         let max_a = load_sorted(sbase, width - 1u);
@@ -191,6 +125,6 @@ fn main(
             out[o + 1u] = max_over_median;
         }
         // The next row reuses the sort buffer: everyone must be done reading it.
-        sync();
+        sync_sorted();
     }
 }

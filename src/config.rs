@@ -175,6 +175,10 @@ pub struct ProbesConfig {
     /// Metric names, parameters after `@` (`near_zero@1e-3`).
     #[serde(default = "defaults::metrics")]
     pub metrics: Vec<String>,
+    /// Quantiles of each metric over a probe set's vectors (numpy's linear interpolation), written
+    /// to the `quantiles/` table; an empty list turns them off.
+    #[serde(default = "defaults::quantiles")]
+    pub quantiles: Vec<f64>,
     /// Probe vectors per forward pass; bounds device memory during evaluation.
     #[serde(default = "defaults::probe_batch")]
     pub batch_size: usize,
@@ -249,6 +253,9 @@ mod defaults {
             .map(String::from)
             .to_vec()
     }
+    pub fn quantiles() -> Vec<f64> {
+        vec![0.05, 0.25, 0.5, 0.75, 0.95]
+    }
     pub fn positions() -> Vec<String> {
         ["last", "all"].map(String::from).to_vec()
     }
@@ -266,6 +273,7 @@ pub struct ProbePlan {
     pub sites: Vec<SiteKind>,
     pub positions: Vec<Position>,
     pub metrics: Vec<MetricSpec>,
+    pub quantiles: Vec<f64>,
 }
 
 impl Config {
@@ -343,6 +351,7 @@ impl Config {
                 .iter()
                 .map(|s| s.parse().unwrap())
                 .collect(),
+            quantiles: self.probes.quantiles.clone(),
         }
     }
 

@@ -7,6 +7,8 @@
 //! the tests run the real kernels on machines without a GPU.
 
 use burn::tensor::{Device, DeviceKind};
+use burn_cubecl::cubecl::config::autotune::AutotuneLevel;
+use burn_cubecl::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
 use serde::Serialize;
 
 use crate::config::DeviceChoice;
@@ -113,6 +115,21 @@ fn best_adapter() -> Option<(AdapterSummary, Device)> {
     Some((best, Device::wgpu(kind)))
 }
 
+/// On a software adapter, CubeCL's autotuner spends most of the first steps benchmarking kernel
+/// variants. Measured on llvmpipe with the quickstart model (6 steps, 2 cores): the first step
+/// takes 35 s at the default ("balanced") level and 14 s at "minimal", and the whole run 95 s
+/// against 55 s, with later steps equally fast (~0.2 s). So a software adapter tunes at
+/// "minimal" unless `CUBECL_AUTOTUNE_LEVEL` says otherwise; the rest of CubeCL's configuration
+/// (its config files and environment variables) still applies. Returns whether it did.
+fn minimal_autotune_for_software_adapter() -> bool {
+    if std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_some() {
+        return false;
+    }
+    let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+    config.autotune.level = AutotuneLevel::Minimal;
+    CubeClRuntimeConfig::try_set(config)
+}
+
 /// Opens the device the config asks for. A missing adapter for `wgpu` is bad input (exit 2).
 pub fn select(choice: DeviceChoice) -> Result<RunDevice, InputError> {
     let cpu = |reason: String| RunDevice {
@@ -124,12 +141,18 @@ pub fn select(choice: DeviceChoice) -> Result<RunDevice, InputError> {
     match choice {
         DeviceChoice::Cpu => Ok(cpu("device: cpu in the config".into())),
         DeviceChoice::Wgpu => match best_adapter() {
-            Some((adapter, device)) => Ok(RunDevice {
-                device,
-                backend: "wgpu",
-                reason: "device: wgpu in the config".into(),
-                adapter: Some(adapter),
-            }),
+            Some((adapter, device)) => {
+                let mut reason = "device: wgpu in the config".to_string();
+                if !is_hardware(adapter.kind) && minimal_autotune_for_software_adapter() {
+                    reason.push_str(" (software adapter: CubeCL autotune level minimal)");
+                }
+                Ok(RunDevice {
+                    device,
+                    backend: "wgpu",
+                    reason,
+                    adapter: Some(adapter),
+                })
+            }
             None => Err(InputError::Other(format!(
                 "device: wgpu: {NO_ADAPTER_HINT}"
             ))),

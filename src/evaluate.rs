@@ -16,10 +16,11 @@ use crate::data::rulegraph::PROMPT_LEN;
 use crate::kernels::{self, reference};
 use crate::metrics::{Columns, Position, SiteKind};
 use crate::model::{Gpt, Sites};
-use crate::sink::DensityRow;
+use crate::sink::{DensityRow, QuantileRow};
 
 pub struct Evaluation {
     pub rows: Vec<DensityRow>,
+    pub quantile_rows: Vec<QuantileRow>,
     pub readback_bytes: u64,
 }
 
@@ -71,43 +72,73 @@ pub fn evaluate(
         }
     }
 
-    // Read back what the evaluation needs, in one transaction.
+    // Read back what the evaluation needs, in one transaction: per measured tensor its summary
+    // and quantiles (on the device) or the activations themselves (on the CPU backend).
+    let quantiles: Vec<f32> = plan.quantiles.iter().map(|&q| q as f32).collect();
     let mut transaction = Transaction::default();
     for m in &measured {
-        transaction = if on_device {
-            transaction.register(kernels::summarize(m.vectors.clone(), &cols))
+        if on_device {
+            let table = kernels::row_metrics(m.vectors.clone(), &cols);
+            if !quantiles.is_empty() {
+                transaction =
+                    transaction.register(kernels::column_quantiles(table.clone(), &quantiles));
+            }
+            transaction = transaction.register(kernels::aggregate(table));
         } else {
-            transaction.register(m.vectors.clone())
-        };
+            transaction = transaction.register(m.vectors.clone());
+        }
     }
     for a in &answers {
         transaction = transaction.register(a.clone());
     }
     let data = transaction.execute();
     let readback_bytes = data.iter().map(|d| d.as_bytes().len() as u64).sum();
-    let (summaries, answer_data) = data.split_at(measured.len());
+    let mut data = data.into_iter();
+    let mut floats = || -> Vec<f32> {
+        data.next()
+            .expect("one read-back per registered tensor")
+            .try_to_vec::<f32>()
+            .expect("f32 read back")
+    };
 
     let mut rows = Vec::new();
-    for (m, d) in measured.iter().zip(summaries) {
-        let values: Vec<f32> = d.try_to_vec::<f32>().expect("f32 read back");
-        // (mean, std, n) per column of `cols`, from the device's summary or the reference.
-        let per_column: Vec<(f64, f64, i64)> = if on_device {
-            values
+    let mut quantile_rows = Vec::new();
+    for m in &measured {
+        // Per column of `cols`: (mean, std, n) and the quantiles, from the device or the reference.
+        let (per_column, per_column_quantiles): (Vec<(f64, f64, i64)>, Vec<Vec<f64>>) = if on_device
+        {
+            let q: Vec<f64> = if quantiles.is_empty() {
+                Vec::new()
+            } else {
+                floats().into_iter().map(f64::from).collect()
+            };
+            let summary = floats()
                 .chunks(3)
                 .map(|s| (s[0] as f64, s[1] as f64, s[2] as i64))
-                .collect()
+                .collect();
+            let nq = quantiles.len();
+            (
+                summary,
+                (0..cols.count())
+                    .map(|c| q[c * nq..(c + 1) * nq].to_vec())
+                    .collect(),
+            )
         } else {
-            let per_row = reference::matrix_metrics(&values, m.vectors.dims()[1], &cols);
+            let per_row = reference::matrix_metrics(&floats(), m.vectors.dims()[1], &cols);
             (0..cols.count())
                 .map(|c| {
                     let s = reference::aggregate(&per_row, c);
-                    (s.mean, s.std, s.n as i64)
+                    (
+                        (s.mean, s.std, s.n as i64),
+                        reference::quantiles(&per_row, c, &plan.quantiles),
+                    )
                 })
-                .collect()
+                .unzip()
         };
         let probe = &probes[m.probe];
         for metric in &plan.metrics {
-            let (value, std, n) = per_column[cols.column(metric)];
+            let column = cols.column(metric);
+            let (value, std, n) = per_column[column];
             rows.push(DensityRow {
                 probe: probe.name.clone(),
                 shift_family: probe.family.name(),
@@ -120,10 +151,24 @@ pub fn evaluate(
                 std,
                 n,
             });
+            for (&quantile, &value) in plan.quantiles.iter().zip(&per_column_quantiles[column]) {
+                quantile_rows.push(QuantileRow {
+                    probe: probe.name.clone(),
+                    shift_family: probe.family.name(),
+                    shift_level: probe.level,
+                    layer: m.layer,
+                    site: m.site.clone(),
+                    position: m.position.name(),
+                    metric: metric.to_string(),
+                    quantile,
+                    value,
+                    n,
+                });
+            }
         }
     }
-    for (probe, d) in probes.iter().zip(answer_data) {
-        let v: Vec<f32> = d.try_to_vec::<f32>().expect("f32 read back");
+    for probe in probes {
+        let v = floats();
         let n = probe.samples() as i64;
         for (metric, value, std) in [("answer_loss", v[0], v[1]), ("answer_acc", v[2], v[3])] {
             rows.push(DensityRow {
@@ -142,6 +187,7 @@ pub fn evaluate(
     }
     Evaluation {
         rows,
+        quantile_rows,
         readback_bytes,
     }
 }

@@ -130,12 +130,11 @@ pub fn run(config: &Config, out: &Path, command_line: Vec<String>) -> Result<Run
                 run_device.measures_on_device(),
             );
             let wall = started.elapsed().as_secs_f64();
-            dir.write_density(
-                step as i64,
-                tokens_seen(&config.train, step),
-                wall,
-                &eval.rows,
-            )?;
+            let tokens = tokens_seen(&config.train, step);
+            dir.write_density(step as i64, tokens, wall, &eval.rows)?;
+            if !eval.quantile_rows.is_empty() {
+                dir.write_quantiles(step as i64, tokens, wall, &eval.quantile_rows)?;
+            }
             if !train_rows.is_empty() {
                 dir.write_train(step as i64, train_rows)?;
             }

@@ -14,6 +14,7 @@
 //!   config.yaml                              the resolved config, exactly what ran
 //!   manifest.json                            version, git revision, command, device, times
 //!   density/step-000100/part-0.parquet       one file per evaluation (schema: `density_schema`)
+//!   quantiles/step-000100/part-0.parquet     per-metric quantiles over vectors, per evaluation
 //!   train/step-000100/part-0.parquet         train rows logged since the previous file
 //!   checkpoints/final/model.bpk + DONE       the final weights (Burn's burnpack format)
 //! ```
@@ -45,6 +46,21 @@ pub struct DensityRow {
     pub n: i64,
 }
 
+/// One quantile of one metric's per-vector values, at one site and position, over one probe set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantileRow {
+    pub probe: String,
+    pub shift_family: &'static str,
+    pub shift_level: f64,
+    pub layer: i32,
+    pub site: String,
+    pub position: &'static str,
+    pub metric: String,
+    pub quantile: f64,
+    pub value: f64,
+    pub n: i64,
+}
+
 /// One logged training step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainRow {
@@ -71,6 +87,26 @@ pub fn density_schema() -> Schema {
         Field::new("metric", DataType::Utf8, false),
         Field::new("value", DataType::Float64, false),
         Field::new("std", DataType::Float64, false),
+        Field::new("n", DataType::Int64, false),
+        Field::new("wall_time", DataType::Float64, false),
+    ])
+}
+
+/// The quantiles table's columns, a public interface documented in the README.
+pub fn quantiles_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("step", DataType::Int64, false),
+        Field::new("tokens_seen", DataType::Int64, false),
+        Field::new("probe", DataType::Utf8, false),
+        Field::new("shift_family", DataType::Utf8, false),
+        Field::new("shift_level", DataType::Float64, false),
+        Field::new("layer", DataType::Int32, false),
+        Field::new("site", DataType::Utf8, false),
+        Field::new("position", DataType::Utf8, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("quantile", DataType::Float64, false),
+        Field::new("value", DataType::Float64, false),
         Field::new("n", DataType::Int64, false),
         Field::new("wall_time", DataType::Float64, false),
     ])
@@ -156,6 +192,40 @@ impl RunDir {
         ];
         let batch = RecordBatch::try_new(Arc::new(density_schema()), columns)?;
         self.write_parquet(&format!("density/step-{step:06}/part-0.parquet"), &batch)
+    }
+
+    pub fn write_quantiles(
+        &self,
+        step: i64,
+        tokens_seen: i64,
+        wall_time: f64,
+        rows: &[QuantileRow],
+    ) -> Result<PathBuf> {
+        let n = rows.len();
+        let column = |f: &dyn Fn(&QuantileRow) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+        };
+        let float = |f: &dyn Fn(&QuantileRow) -> f64| -> ArrayRef {
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(f)))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![self.run_id.as_str(); n])),
+            Arc::new(Int64Array::from(vec![step; n])),
+            Arc::new(Int64Array::from(vec![tokens_seen; n])),
+            column(&|r| &r.probe),
+            column(&|r| r.shift_family),
+            float(&|r| r.shift_level),
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.layer))),
+            column(&|r| &r.site),
+            column(&|r| r.position),
+            column(&|r| &r.metric),
+            float(&|r| r.quantile),
+            float(&|r| r.value),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.n))),
+            Arc::new(Float64Array::from(vec![wall_time; n])),
+        ];
+        let batch = RecordBatch::try_new(Arc::new(quantiles_schema()), columns)?;
+        self.write_parquet(&format!("quantiles/step-{step:06}/part-0.parquet"), &batch)
     }
 
     /// Writes the train rows logged since the last call, named by the step they end at.

@@ -191,6 +191,17 @@ fn check_run(run: &Path, eval_steps: &[i64], backend: &str) {
         }
     }
 
+    // The default quantiles (5 of them) of each metric row that is not an answer row.
+    for (path, &step) in parts(run, "quantiles").iter().zip(eval_steps) {
+        let b = read(path);
+        assert_eq!(b.num_rows(), 4 * 3 * 2 * 4 * 5, "{}", path.display());
+        assert!(ints(&b, "step").iter().all(|s| s == Some(step)));
+        let q: Vec<f64> = floats(&b, "quantile").iter().flatten().collect();
+        assert_eq!(&q[..5], &[0.05, 0.25, 0.5, 0.75, 0.95]);
+        assert!(floats(&b, "value").iter().all(|v| v.unwrap().is_finite()));
+    }
+    assert_eq!(parts(run, "quantiles").len(), eval_steps.len());
+
     let train = parts(run, "train");
     let logged: usize = train.iter().map(|p| read(p).num_rows()).sum();
     assert_eq!(logged, 4, "steps 3, 6, 9, 12 are logged");
@@ -260,12 +271,12 @@ fn a_wgpu_run_trains_and_measures_with_the_kernels() {
         serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["device"]["backend"], "wgpu");
     assert!(manifest["device"]["adapter"]["name"].is_string());
-    // Only summaries cross: 4 sets x 3 sites x 2 positions x (9 + 1 columns) x 3 x 4 bytes,
-    // plus 4 answer floats per set; far below the activations themselves.
+    // Only summaries cross: 4 sets x 3 sites x 2 positions x (9 + 1 columns) x (mean, std, n and
+    // 5 quantiles) x 4 bytes, plus 4 answer floats per set; far below the activations themselves.
     let bytes = manifest["evaluations"][0]["readback_bytes"]
         .as_u64()
         .unwrap();
-    assert_eq!(bytes, (4 * 3 * 2 * 10 * 3 * 4 + 4 * 4 * 4) as u64);
+    assert_eq!(bytes, (4 * 3 * 2 * 10 * (3 + 5) * 4 + 4 * 4 * 4) as u64);
     for path in density {
         let b = read(&path);
         assert_eq!(b.num_rows(), 4 * 3 * 2 * 4 + 4 * 2);

@@ -186,6 +186,40 @@ fn aggregate_matches_the_reference_and_skips_nonfinite_vectors() {
 }
 
 #[test]
+fn quantiles_match_the_reference_in_workgroup_and_global_memory() {
+    let Some(device) = wgpu_device() else { return };
+    let cols = columns();
+    let qs = [0.0, 0.05, 0.25, 0.5, 0.95, 1.0];
+    let qs32: Vec<f32> = qs.iter().map(|&q| q as f32).collect();
+    // 777 vectors sort in workgroup memory (padded to 1024); 5000 in global memory (8192).
+    for (rows, width) in [(777usize, 40usize), (5000, 24)] {
+        let mut r = rng(rows as u64);
+        let mut data: Vec<f32> = (0..rows * width).map(|_| normal(&mut r)).collect();
+        data[5 * width] = f32::INFINITY;
+        data[9 * width..10 * width].fill(0.0);
+        let table = kernels::row_metrics(upload(&data, rows, width, &device), &cols);
+        let got = download(kernels::column_quantiles(table, &qs32));
+        let per_row = reference::matrix_metrics(&data, width, &cols);
+        for c in 0..cols.count() {
+            let want = reference::quantiles(&per_row, c, &qs);
+            for (k, w) in want.iter().enumerate() {
+                let g = got[c * qs.len() + k] as f64;
+                let tolerance = if is_count(c) {
+                    1.0 / width as f64
+                } else {
+                    1e-4 * w.abs() + 1e-5
+                };
+                assert!(
+                    (g - w).abs() <= tolerance || (g.is_nan() && w.is_nan()),
+                    "{rows} rows, column {c}, q {}: {g} vs {w}",
+                    qs[k]
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn rows_beyond_one_dispatch_dimension_are_all_computed() {
     let Some(device) = wgpu_device() else { return };
     let cols = columns();

@@ -26,6 +26,10 @@ pub trait DensityOps: Backend {
     #[fusion(dtype = x, shape = order_shape(x, cols))]
     fn row_order(x: FloatTensor<Self>, cols: Columns) -> FloatTensor<Self>;
 
+    /// `[rows, columns]` per-vector table -> `[columns, quantiles.len()]`.
+    #[fusion(dtype = table, shape = quantiles_shape(table, quantiles))]
+    fn column_quantiles(table: FloatTensor<Self>, quantiles: Vec<f32>) -> FloatTensor<Self>;
+
     /// `[rows, columns]` per-vector table -> `[columns, 3]` of (mean, std, n).
     #[fusion(dtype = table, shape = aggregate_shape(table))]
     fn aggregate(table: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -37,6 +41,10 @@ fn moments_shape(x: &Shape, cols: &Columns) -> Shape {
 
 fn order_shape(x: &Shape, cols: &Columns) -> Shape {
     Shape::new([x[0], cols.order_count()])
+}
+
+fn quantiles_shape(table: &Shape, quantiles: &[f32]) -> Shape {
+    Shape::new([table[1], quantiles.len()])
 }
 
 fn aggregate_shape(table: &Shape) -> Shape {
@@ -60,6 +68,14 @@ pub fn row_metrics(x: Tensor<2>, cols: &Columns) -> Tensor<2> {
 /// Column-wise (mean, std, n) of a per-vector table, on the device.
 pub fn aggregate(table: Tensor<2>) -> Tensor<2> {
     Tensor::from_dispatch(Dispatch::aggregate(table.into_dispatch()))
+}
+
+/// Column-wise quantiles (numpy's linear interpolation) of a per-vector table, on the device.
+pub fn column_quantiles(table: Tensor<2>, quantiles: &[f32]) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::column_quantiles(
+        table.into_dispatch(),
+        quantiles.to_vec(),
+    ))
 }
 
 /// `[vectors, width]` activations -> `[cols.count(), 3]` summaries, without leaving the device.

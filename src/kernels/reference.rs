@@ -112,16 +112,39 @@ pub fn matrix_metrics(data: &[f32], width: usize, cols: &Columns) -> Vec<Vec<f64
         .collect()
 }
 
-/// Aggregates one column over rows: the non-finite column over every row, any other column over
-/// the rows whose input was finite and whose value is defined.
-pub fn aggregate(per_row: &[Vec<f64>], column: usize) -> Summary {
-    let values: Vec<f64> = per_row
+/// The values of one column that take part in its aggregates (see `aggregate`).
+fn valid_values(per_row: &[Vec<f64>], column: usize) -> Vec<f64> {
+    per_row
         .iter()
         .filter(|r| column == Columns::NONFINITE || r[Columns::NONFINITE] == 0.0)
         .map(|r| r[column])
         .filter(|v| v.is_finite())
-        .collect();
-    summarize(&values)
+        .collect()
+}
+
+/// Quantiles of one column over its valid values, with numpy's default linear interpolation;
+/// NaN when there are none.
+pub fn quantiles(per_row: &[Vec<f64>], column: usize, qs: &[f64]) -> Vec<f64> {
+    let mut values = valid_values(per_row, column);
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    qs.iter()
+        .map(|q| {
+            if n == 0 {
+                return f64::NAN;
+            }
+            let pos = q * (n - 1) as f64;
+            let lo = pos.floor() as usize;
+            let hi = (lo + 1).min(n - 1);
+            values[lo] + (pos - lo as f64) * (values[hi] - values[lo])
+        })
+        .collect()
+}
+
+/// Aggregates one column over rows: the non-finite column over every row, any other column over
+/// the rows whose input was finite and whose value is defined.
+pub fn aggregate(per_row: &[Vec<f64>], column: usize) -> Summary {
+    summarize(&valid_values(per_row, column))
 }
 
 /// Mean and sample standard deviation (n - 1; NaN below two values).
@@ -195,6 +218,17 @@ mod tests {
         assert_eq!((l1.mean, l1.n), (2.0, 1));
         let nf = aggregate(&rows, Columns::NONFINITE);
         assert_eq!((nf.mean, nf.n), (1.0, 2));
+    }
+
+    #[test]
+    fn quantiles_interpolate_like_numpy() {
+        // numpy.quantile([1, 2, 3, 4], [0, 0.25, 0.5, 1]) = [1, 1.75, 2.5, 4].
+        let rows: Vec<Vec<f64>> = [4.0, 1.0, 3.0, 2.0].iter().map(|&v| vec![0.0, v]).collect();
+        assert_eq!(
+            quantiles(&rows, 1, &[0.0, 0.25, 0.5, 1.0]),
+            vec![1.0, 1.75, 2.5, 4.0]
+        );
+        assert!(quantiles(&rows[..0], 1, &[0.5])[0].is_nan());
     }
 
     #[test]

@@ -10,6 +10,21 @@ use burn_cubecl::kernel::into_contiguous;
 use super::DensityOps;
 use crate::metrics::Columns;
 
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+const BITONIC: &str = include_str!("../../shaders/bitonic.wgsl");
+
+/// A kernel's source: common.wgsl, bitonic.wgsl where the kernel sorts, then its own file.
+fn shader(kernel: &str, wg: u32, sort: Option<bool>) -> SourceTemplate {
+    let mut source = SourceTemplate::new(COMMON).register("wg", wg.to_string());
+    if let Some(shared) = sort {
+        source = source
+            .add_template(BITONIC)
+            .register("shared", shared.to_string())
+            .register("shared_len", if shared { CACHE_LEN } else { 1 }.to_string());
+    }
+    source.add_template(kernel)
+}
+
 /// Rows up to this width are cached in workgroup memory (8 KiB of f32, well inside WebGPU's
 /// guaranteed 16 KiB together with the reduction buffer).
 const CACHE_LEN: usize = 2048;
@@ -28,15 +43,18 @@ struct RowMomentsKernel {
 
 impl KernelSource for RowMomentsKernel {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../shaders/row_moments.wgsl"))
-            .register("wg", self.wg.to_string())
-            .register("n_abs", self.n_abs.to_string())
-            .register("n_rel", self.n_rel.to_string())
-            .register("cached", self.cached.to_string())
-            .register(
-                "cache_len",
-                if self.cached { CACHE_LEN } else { 1 }.to_string(),
-            )
+        shader(
+            include_str!("../../shaders/row_moments.wgsl"),
+            self.wg,
+            None,
+        )
+        .register("n_abs", self.n_abs.to_string())
+        .register("n_rel", self.n_rel.to_string())
+        .register("cached", self.cached.to_string())
+        .register(
+            "cache_len",
+            if self.cached { CACHE_LEN } else { 1 }.to_string(),
+        )
     }
 
     fn id(&self) -> KernelId {
@@ -56,18 +74,41 @@ struct RowOrderKernel {
 
 impl KernelSource for RowOrderKernel {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../shaders/row_order.wgsl"))
-            .register("wg", self.wg.to_string())
-            .register("n_topk", self.n_topk.to_string())
-            .register("shared", self.shared.to_string())
-            .register(
-                "shared_len",
-                if self.shared { CACHE_LEN } else { 1 }.to_string(),
-            )
+        shader(
+            include_str!("../../shaders/row_order.wgsl"),
+            self.wg,
+            Some(self.shared),
+        )
+        .register("n_topk", self.n_topk.to_string())
     }
 
     fn id(&self) -> KernelId {
         KernelId::new::<Self>().info((self.wg, self.n_topk, self.shared))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+struct QuantilesKernel {
+    wg: u32,
+    nq: usize,
+    shared: bool,
+}
+
+impl KernelSource for QuantilesKernel {
+    fn source(&self) -> SourceTemplate {
+        shader(
+            include_str!("../../shaders/column_quantiles.wgsl"),
+            self.wg,
+            Some(self.shared),
+        )
+        .register("nq", self.nq.to_string())
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.wg, self.nq, self.shared))
     }
 
     fn lang(&self) -> &'static str {
@@ -81,8 +122,7 @@ struct AggregateKernel {
 
 impl KernelSource for AggregateKernel {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../shaders/aggregate.wgsl"))
-            .register("wg", self.wg.to_string())
+        shader(include_str!("../../shaders/aggregate.wgsl"), self.wg, None)
     }
 
     fn id(&self) -> KernelId {
@@ -187,6 +227,42 @@ impl DensityOps for CubeBackend {
             CubeCount::Static(workgroups as u32, 1, 1),
             KernelArguments::new().with_buffers(vec![
                 x.handle.binding(),
+                out.handle.clone().binding(),
+                scratch.binding(),
+                params.binding(),
+            ]),
+        );
+        out
+    }
+
+    fn column_quantiles(table: CubeTensor, quantiles: Vec<f32>) -> CubeTensor {
+        let table = f32_tensor(table);
+        let (rows, cols) = (table.meta.shape()[0], table.meta.shape()[1]);
+        let out = output(&table, Shape::new([cols, quantiles.len()]));
+        if cols == 0 || quantiles.is_empty() {
+            return out;
+        }
+        let n_pad = rows.max(1).next_power_of_two();
+        let shared = n_pad <= CACHE_LEN;
+        let scratch = table
+            .client
+            .empty(if shared { 4 } else { cols * n_pad * 4 });
+        let mut params = vec![rows as u32, cols as u32, n_pad as u32];
+        params.extend(quantiles.iter().map(|q| q.to_bits()));
+        let params = table
+            .client
+            .create_from_slice(bytemuck::cast_slice(&params));
+        let kernel = QuantilesKernel {
+            wg: workgroup_size(n_pad),
+            nq: quantiles.len(),
+            shared,
+        };
+        let cube_dim = CubeDim::new_1d(kernel.wg);
+        table.client.launch(
+            Box::new(SourceKernel::new(kernel, cube_dim)),
+            CubeCount::Static(cols as u32, 1, 1),
+            KernelArguments::new().with_buffers(vec![
+                table.handle.binding(),
                 out.handle.clone().binding(),
                 scratch.binding(),
                 params.binding(),
