@@ -13,8 +13,8 @@ use burn::tensor::activation::log_softmax;
 use crate::config::ProbePlan;
 use crate::data::probes::ProbeSet;
 use crate::data::rulegraph::PROMPT_LEN;
-use crate::kernels::{self, reference};
-use crate::metrics::{Columns, Position, SiteKind};
+use crate::kernels::{self, across, reference};
+use crate::metrics::{Columns, MetricSpec, Position, SiteKind, effective_rank};
 use crate::model::{Gpt, Sites};
 use crate::sink::{DensityRow, QuantileRow};
 
@@ -75,6 +75,12 @@ pub fn evaluate(
     // Read back what the evaluation needs, in one transaction: per measured tensor its summary
     // and quantiles (on the device) or the activations themselves (on the CPU backend).
     let quantiles: Vec<f32> = plan.quantiles.iter().map(|&q| q as f32).collect();
+    let across_metrics: Vec<MetricSpec> = plan
+        .metrics
+        .iter()
+        .filter(|m| !m.is_per_vector())
+        .copied()
+        .collect();
     let mut transaction = Transaction::default();
     for m in &measured {
         if on_device {
@@ -83,7 +89,16 @@ pub fn evaluate(
                 transaction =
                     transaction.register(kernels::column_quantiles(table.clone(), &quantiles));
             }
-            transaction = transaction.register(kernels::aggregate(table));
+            transaction = transaction.register(kernels::aggregate(table.clone()));
+            let valid = across::valid_rows(table);
+            for metric in &across_metrics {
+                transaction = transaction.register(match *metric {
+                    MetricSpec::ActiveFraction(eps) | MetricSpec::DeadFraction(eps) => {
+                        across::active_stats(m.vectors.clone(), valid.clone(), eps).reshape([1, 3])
+                    }
+                    _ => across::covariance(m.vectors.clone(), valid.clone()),
+                });
+            }
         } else {
             transaction = transaction.register(m.vectors.clone());
         }
@@ -104,41 +119,65 @@ pub fn evaluate(
     let mut rows = Vec::new();
     let mut quantile_rows = Vec::new();
     for m in &measured {
-        // Per column of `cols`: (mean, std, n) and the quantiles, from the device or the reference.
-        let (per_column, per_column_quantiles): (Vec<(f64, f64, i64)>, Vec<Vec<f64>>) = if on_device
-        {
-            let q: Vec<f64> = if quantiles.is_empty() {
+        let width = m.vectors.dims()[1];
+        // Per metric: its (mean, std, n) and, for per-vector metrics, its quantiles; from the
+        // device's read-backs in the order registered above, or from the reference.
+        let mut results: Vec<(MetricSpec, (f64, f64, i64), Vec<f64>)> = Vec::new();
+        if on_device {
+            let nq = quantiles.len();
+            let q: Vec<f64> = if nq == 0 {
                 Vec::new()
             } else {
                 floats().into_iter().map(f64::from).collect()
             };
-            let summary = floats()
-                .chunks(3)
-                .map(|s| (s[0] as f64, s[1] as f64, s[2] as i64))
-                .collect();
-            let nq = quantiles.len();
-            (
-                summary,
-                (0..cols.count())
-                    .map(|c| q[c * nq..(c + 1) * nq].to_vec())
-                    .collect(),
-            )
+            let summary = floats();
+            let finite_vectors = summary[Columns::L1 * 3 + 2] as i64;
+            for metric in plan.metrics.iter().filter(|m| m.is_per_vector()) {
+                let c = cols.column(metric);
+                let s = &summary[c * 3..c * 3 + 3];
+                let stats = (s[0] as f64, s[1] as f64, s[2] as i64);
+                results.push((*metric, stats, q[c * nq..(c + 1) * nq].to_vec()));
+            }
+            for metric in &across_metrics {
+                let v = floats();
+                let stats = match *metric {
+                    MetricSpec::ActiveFraction(_) => (v[0] as f64, v[1] as f64, finite_vectors),
+                    MetricSpec::DeadFraction(_) => (v[2] as f64, f64::NAN, finite_vectors),
+                    _ => {
+                        let cov: Vec<f64> = v.into_iter().map(f64::from).collect();
+                        let rank = if finite_vectors > 1 {
+                            effective_rank(&cov, width)
+                        } else {
+                            f64::NAN
+                        };
+                        (rank, f64::NAN, finite_vectors)
+                    }
+                };
+                results.push((*metric, stats, Vec::new()));
+            }
         } else {
-            let per_row = reference::matrix_metrics(&floats(), m.vectors.dims()[1], &cols);
-            (0..cols.count())
-                .map(|c| {
-                    let s = reference::aggregate(&per_row, c);
+            let data = floats();
+            let per_row = reference::matrix_metrics(&data, width, &cols);
+            for metric in &plan.metrics {
+                let (s, q) = if metric.is_per_vector() {
+                    let c = cols.column(metric);
                     (
-                        (s.mean, s.std, s.n as i64),
+                        reference::aggregate(&per_row, c),
                         reference::quantiles(&per_row, c, &plan.quantiles),
                     )
-                })
-                .unzip()
-        };
+                } else {
+                    (
+                        reference::across_vectors(&data, width, &per_row, metric),
+                        Vec::new(),
+                    )
+                };
+                results.push((*metric, (s.mean, s.std, s.n as i64), q));
+            }
+        }
+        // Rows in the config's metric order.
+        results.sort_by_key(|(metric, _, _)| plan.metrics.iter().position(|m| m == metric));
         let probe = &probes[m.probe];
-        for metric in &plan.metrics {
-            let column = cols.column(metric);
-            let (value, std, n) = per_column[column];
+        for (metric, (value, std, n), metric_quantiles) in results {
             rows.push(DensityRow {
                 probe: probe.name.clone(),
                 shift_family: probe.family.name(),
@@ -151,7 +190,7 @@ pub fn evaluate(
                 std,
                 n,
             });
-            for (&quantile, &value) in plan.quantiles.iter().zip(&per_column_quantiles[column]) {
+            for (&quantile, value) in plan.quantiles.iter().zip(metric_quantiles) {
                 quantile_rows.push(QuantileRow {
                     probe: probe.name.clone(),
                     shift_family: probe.family.name(),

@@ -17,6 +17,14 @@
 //! - `max_over_median`: max a / median a (numpy's median: the mean of the middle two for even d);
 //!   undefined when the median is 0.
 //!
+//! Across a probe set's vectors (one value per site, position and probe set):
+//! - `active_fraction@eps`: per neuron i, the fraction of vectors with a_i > eps; reported as its
+//!   mean over neurons (`std` across neurons). With ReLU, `active_fraction@0` counts h_i > 0.
+//! - `dead_fraction@eps`: the fraction of neurons with a_i > eps in no vector.
+//! - `rankme`: the effective rank exp(-sum p ln p), p = lambda / sum lambda, of the eigenvalues
+//!   lambda of the vectors' covariance (centred, n - 1): between 1 and d. The covariance is
+//!   computed on the device; its spectrum on the host from the d x d matrix.
+//!
 //! A value that is undefined for a vector (a ratio with a zero norm, hoyer at d = 1, kurtosis of
 //! a constant vector) is NaN for that vector and left out of its aggregate, as is every metric of
 //! a vector holding a NaN or Inf; `n` says how many vectors each aggregate is over.
@@ -61,6 +69,19 @@ pub enum MetricSpec {
     TopkEnergy(f64),
     Gini,
     MaxOverMedian,
+    ActiveFraction(f64),
+    DeadFraction(f64),
+    Rankme,
+}
+
+impl MetricSpec {
+    /// True for metrics of one vector; false for those taken across a probe set's vectors.
+    pub fn is_per_vector(&self) -> bool {
+        !matches!(
+            self,
+            MetricSpec::ActiveFraction(_) | MetricSpec::DeadFraction(_) | MetricSpec::Rankme
+        )
+    }
 }
 
 impl FromStr for MetricSpec {
@@ -92,6 +113,18 @@ impl FromStr for MetricSpec {
             "nonfinite" => plain(MetricSpec::Nonfinite),
             "gini" => plain(MetricSpec::Gini),
             "max_over_median" => plain(MetricSpec::MaxOverMedian),
+            "rankme" => plain(MetricSpec::Rankme),
+            "active_fraction" | "dead_fraction" => {
+                let eps = number(param)?;
+                if !(eps.is_finite() && eps >= 0.0) {
+                    return Err(format!("{s:?}: eps must be a finite number >= 0"));
+                }
+                Ok(if name == "active_fraction" {
+                    MetricSpec::ActiveFraction(eps)
+                } else {
+                    MetricSpec::DeadFraction(eps)
+                })
+            }
             "topk_energy" => {
                 let f = number(param)?;
                 if f > 0.0 && f <= 1.0 {
@@ -119,7 +152,8 @@ impl FromStr for MetricSpec {
             _ => Err(format!(
                 "unknown metric {s:?}; known: l1, l2, hoyer, participation_ratio, eff_rank, \
                  eff_rank_l1, l0_mean_std, kurtosis, near_zero@EPS, near_zero_rel@R, \
-                 topk_energy@F, gini, max_over_median, nonfinite"
+                 topk_energy@F, gini, max_over_median, nonfinite, active_fraction@EPS, \
+                 dead_fraction@EPS, rankme"
             )),
         }
     }
@@ -142,6 +176,9 @@ impl fmt::Display for MetricSpec {
             MetricSpec::TopkEnergy(frac) => write!(f, "topk_energy@{frac}"),
             MetricSpec::Gini => f.write_str("gini"),
             MetricSpec::MaxOverMedian => f.write_str("max_over_median"),
+            MetricSpec::ActiveFraction(eps) => write!(f, "active_fraction@{eps}"),
+            MetricSpec::DeadFraction(eps) => write!(f, "dead_fraction@{eps}"),
+            MetricSpec::Rankme => f.write_str("rankme"),
         }
     }
 }
@@ -260,6 +297,9 @@ impl Columns {
             MetricSpec::TopkEnergy(f) => {
                 order + Self::ORDER_FIXED + self.topk.iter().position(|&x| x == f).unwrap()
             }
+            MetricSpec::ActiveFraction(_) | MetricSpec::DeadFraction(_) | MetricSpec::Rankme => {
+                panic!("{metric} is taken across vectors and has no per-vector column")
+            }
         }
     }
 }
@@ -333,6 +373,24 @@ impl Position {
     }
 }
 
+/// The effective rank of a symmetric d x d matrix (row-major): exp(-sum p ln p) over its
+/// eigenvalues clamped at 0, p = lambda / sum lambda. NaN when every eigenvalue is 0.
+pub fn effective_rank(matrix: &[f64], d: usize) -> f64 {
+    let m = nalgebra::DMatrix::from_row_slice(d, d, matrix);
+    let eigenvalues = m.symmetric_eigenvalues();
+    let total: f64 = eigenvalues.iter().map(|l| l.max(0.0)).sum();
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let entropy: f64 = eigenvalues
+        .iter()
+        .map(|l| l.max(0.0) / total)
+        .filter(|&p| p > 0.0)
+        .map(|p| -p * p.ln())
+        .sum();
+    entropy.exp()
+}
+
 /// One aggregate over a probe set's vectors: mean and sample std (n - 1) of the defined values.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Summary {
@@ -391,6 +449,19 @@ mod tests {
                 .unwrap_err()
                 .contains("(0, 1]")
         );
+    }
+
+    #[test]
+    fn effective_rank_counts_equal_directions() {
+        // diag(1, 1, 1, 0): three equal directions.
+        let mut m = vec![0.0; 16];
+        for i in 0..3 {
+            m[i * 5] = 1.0;
+        }
+        assert!((effective_rank(&m, 4) - 3.0).abs() < 1e-9);
+        assert!(effective_rank(&[0.0; 4], 2).is_nan());
+        // One dominant direction gives a rank near 1.
+        assert!(effective_rank(&[1.0, 0.0, 0.0, 1e-9], 2) < 1.001);
     }
 
     #[test]

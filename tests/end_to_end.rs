@@ -26,7 +26,7 @@ probes:
   samples: 16
   sites: [resid_post, mlp.post, final.norm]
   positions: [last, all]
-  metrics: [l1, hoyer, near_zero@0.01, nonfinite]
+  metrics: [l1, hoyer, near_zero@0.01, nonfinite, active_fraction@0.1, rankme]
   sets:
     - {name: id, family: none}
     - {name: hops, family: hops}
@@ -123,8 +123,8 @@ fn check_run(run: &Path, eval_steps: &[i64], backend: &str) {
     assert_eq!(names, expected);
 
     // Probe sets: id, hops levels 2 and 3, corrupt 0.5 = 4; sites: blocks.0.resid_post,
-    // blocks.0.mlp.post, final.norm = 3; positions 2; metrics 4; plus 2 answer rows per set.
-    let expected_rows = 4 * 3 * 2 * 4 + 4 * 2;
+    // blocks.0.mlp.post, final.norm = 3; positions 2; metrics 6; plus 2 answer rows per set.
+    let expected_rows = 4 * 3 * 2 * 6 + 4 * 2;
     let schema = [
         ("run_id", DataType::Utf8),
         ("step", DataType::Int64),
@@ -172,7 +172,14 @@ fn check_run(run: &Path, eval_steps: &[i64], backend: &str) {
                 "{what}: value {}",
                 value.value(i)
             );
-            assert!(std.value(i).is_finite(), "{what}: std {}", std.value(i));
+            // rankme is one value per probe set: it has no spread.
+            let metric = strings(&b, "metric").value(i);
+            assert_eq!(
+                std.value(i).is_finite(),
+                metric != "rankme",
+                "{what}: std {}",
+                std.value(i)
+            );
         }
         let levels: Vec<f64> = floats(&b, "shift_level").iter().flatten().collect();
         for l in [0.0, 2.0, 3.0, 0.5] {
@@ -191,7 +198,7 @@ fn check_run(run: &Path, eval_steps: &[i64], backend: &str) {
         }
     }
 
-    // The default quantiles (5 of them) of each metric row that is not an answer row.
+    // The default quantiles (5 of them) of each per-vector metric (4 of the 6).
     for (path, &step) in parts(run, "quantiles").iter().zip(eval_steps) {
         let b = read(path);
         assert_eq!(b.num_rows(), 4 * 3 * 2 * 4 * 5, "{}", path.display());
@@ -271,15 +278,21 @@ fn a_wgpu_run_trains_and_measures_with_the_kernels() {
         serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["device"]["backend"], "wgpu");
     assert!(manifest["device"]["adapter"]["name"].is_string());
-    // Only summaries cross: 4 sets x 3 sites x 2 positions x (9 + 1 columns) x (mean, std, n and
-    // 5 quantiles) x 4 bytes, plus 4 answer floats per set; far below the activations themselves.
+    // Only summaries cross, never the activations. Per set, site and position: (9 + 1 columns) x
+    // (mean, std, n and 5 quantiles) plus 3 active-fraction statistics; per set and position, the
+    // covariance of each site for rankme (widths 16, 32 and 16); 4 answer floats per set.
+    let per_measured = 10 * (3 + 5) + 3;
+    let covariances = 2 * (16 * 16 + 32 * 32 + 16 * 16);
     let bytes = manifest["evaluations"][0]["readback_bytes"]
         .as_u64()
         .unwrap();
-    assert_eq!(bytes, (4 * 3 * 2 * 10 * (3 + 5) * 4 + 4 * 4 * 4) as u64);
+    assert_eq!(
+        bytes,
+        (4 * (3 * 2 * per_measured + covariances + 4) * 4) as u64
+    );
     for path in density {
         let b = read(&path);
-        assert_eq!(b.num_rows(), 4 * 3 * 2 * 4 + 4 * 2);
+        assert_eq!(b.num_rows(), 4 * 3 * 2 * 6 + 4 * 2);
         let value = floats(&b, "value");
         assert!(value.iter().all(|v| v.unwrap().is_finite()));
     }

@@ -220,6 +220,83 @@ fn quantiles_match_the_reference_in_workgroup_and_global_memory() {
 }
 
 #[test]
+fn across_vector_metrics_match_the_reference() {
+    let Some(device) = wgpu_device() else { return };
+    let cols = columns();
+    let (rows, width) = (300, 48);
+    let mut r = rng(11);
+    // ReLU-like vectors with a low-rank part; neurons 0..5 never fire; one vector holds a NaN.
+    let basis: Vec<f32> = (0..3 * width).map(|_| normal(&mut r)).collect();
+    let mut data = Vec::with_capacity(rows * width);
+    for _ in 0..rows {
+        let c: Vec<f32> = (0..3).map(|_| normal(&mut r)).collect();
+        for i in 0..width {
+            let v = (0..3).map(|k| c[k] * basis[k * width + i]).sum::<f32>() + 0.1 * normal(&mut r);
+            data.push(if i < 5 { 0.0 } else { v.max(0.0) });
+        }
+    }
+    data[17 * width + 9] = f32::NAN;
+    let x = upload(&data, rows, width, &device);
+    let table = kernels::row_metrics(x.clone(), &cols);
+    let per_row = reference::matrix_metrics(&data, width, &cols);
+    let valid = kernels::across::valid_rows(table);
+    let stats = kernels::across::active_stats(x.clone(), valid.clone(), 0.2)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let active = reference::across_vectors(
+        &data,
+        width,
+        &per_row,
+        &"active_fraction@0.2".parse().unwrap(),
+    );
+    let dead = reference::across_vectors(
+        &data,
+        width,
+        &per_row,
+        &"dead_fraction@0.2".parse().unwrap(),
+    );
+    assert!(
+        (stats[0] as f64 - active.mean).abs() < 1e-5,
+        "active mean {} vs {}",
+        stats[0],
+        active.mean
+    );
+    assert!(
+        (stats[1] as f64 - active.std).abs() < 1e-4,
+        "active std {} vs {}",
+        stats[1],
+        active.std
+    );
+    assert!(
+        (stats[2] as f64 - dead.mean).abs() < 1e-6,
+        "dead {} vs {}",
+        stats[2],
+        dead.mean
+    );
+    assert!(
+        (dead.mean - 5.0 / 48.0).abs() < 1e-12,
+        "the five silent neurons are dead"
+    );
+    assert_eq!(active.n, rows as u64 - 1);
+
+    let cov: Vec<f64> = download(kernels::across::covariance(x, valid))
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let rank = densitrace::metrics::effective_rank(&cov, width);
+    let want = reference::across_vectors(&data, width, &per_row, &MetricSpec::Rankme).mean;
+    assert!(
+        (rank - want).abs() <= 1e-3 * want,
+        "rankme {rank} vs {want}"
+    );
+    assert!(
+        want > 1.0 && want < 10.0,
+        "a rank-3 signal plus noise: {want}"
+    );
+}
+
+#[test]
 fn rows_beyond_one_dispatch_dimension_are_all_computed() {
     let Some(device) = wgpu_device() else { return };
     let cols = columns();

@@ -4,6 +4,7 @@
 //! `summarize` is what an evaluation calls: `[vectors, width]` activations in, a `[columns, 3]`
 //! tensor of (mean, std, n) out, all on the device, so only that small tensor is read back.
 
+pub mod across;
 pub mod reference;
 mod wgsl;
 

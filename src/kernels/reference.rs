@@ -1,7 +1,7 @@
 //! The f64 CPU reference: the metrics exactly as `metrics.rs` defines them, written for clarity
 //! rather than speed. Every WGSL kernel is tested against it, and `device: cpu` uses it.
 
-use crate::metrics::{Columns, Summary};
+use crate::metrics::{Columns, MetricSpec, Summary, effective_rank};
 
 /// Kurtosis is NaN when var(h / max|h|) is at most this: the spread is below f32 resolution.
 pub const MIN_KURTOSIS_VAR: f64 = 1e-8;
@@ -145,6 +145,69 @@ pub fn quantiles(per_row: &[Vec<f64>], column: usize, qs: &[f64]) -> Vec<f64> {
 /// the rows whose input was finite and whose value is defined.
 pub fn aggregate(per_row: &[Vec<f64>], column: usize) -> Summary {
     summarize(&valid_values(per_row, column))
+}
+
+/// An across-vector metric (`active_fraction@eps`, `dead_fraction@eps`, `rankme`) of the rows of
+/// `data` whose per-row metrics say they are finite. `n` is the number of those rows; `std` is
+/// across neurons for `active_fraction` and NaN otherwise.
+pub fn across_vectors(
+    data: &[f32],
+    width: usize,
+    per_row: &[Vec<f64>],
+    metric: &MetricSpec,
+) -> Summary {
+    let rows: Vec<&[f32]> = data
+        .chunks(width)
+        .zip(per_row)
+        .filter(|(_, m)| m[Columns::NONFINITE] == 0.0)
+        .map(|(r, _)| r)
+        .collect();
+    let n = rows.len();
+    let active = |eps: f64| -> Vec<f64> {
+        (0..width)
+            .map(|i| rows.iter().filter(|r| (r[i] as f64).abs() > eps).count() as f64 / n as f64)
+            .collect()
+    };
+    match *metric {
+        MetricSpec::ActiveFraction(eps) => Summary {
+            n: n as u64,
+            ..summarize(&active(eps))
+        },
+        MetricSpec::DeadFraction(eps) => {
+            let per_neuron = active(eps);
+            let dead = per_neuron.iter().filter(|&&f| f == 0.0).count();
+            Summary {
+                mean: dead as f64 / width as f64,
+                std: f64::NAN,
+                n: n as u64,
+            }
+        }
+        MetricSpec::Rankme => {
+            let mean: Vec<f64> = (0..width)
+                .map(|i| rows.iter().map(|r| r[i] as f64).sum::<f64>() / n as f64)
+                .collect();
+            let mut cov = vec![0.0; width * width];
+            for r in &rows {
+                for i in 0..width {
+                    let di = r[i] as f64 - mean[i];
+                    for j in 0..width {
+                        cov[i * width + j] += di * (r[j] as f64 - mean[j]);
+                    }
+                }
+            }
+            cov.iter_mut().for_each(|c| *c /= (n as f64 - 1.0).max(1.0));
+            Summary {
+                mean: if n > 1 {
+                    effective_rank(&cov, width)
+                } else {
+                    f64::NAN
+                },
+                std: f64::NAN,
+                n: n as u64,
+            }
+        }
+        _ => panic!("{metric} is a per-vector metric"),
+    }
 }
 
 /// Mean and sample standard deviation (n - 1; NaN below two values).
