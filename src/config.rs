@@ -179,6 +179,10 @@ pub struct ProbesConfig {
     /// to the `quantiles/` table; an empty list turns them off.
     #[serde(default = "defaults::quantiles")]
     pub quantiles: Vec<f64>,
+    /// Also write every vector's per-vector metrics to the `samples/` table (for AUROC and
+    /// bootstrap intervals); reads back rows x metrics floats per site, position and probe set.
+    #[serde(default)]
+    pub per_sample: bool,
     /// Probe vectors per forward pass; bounds device memory during evaluation.
     #[serde(default = "defaults::probe_batch")]
     pub batch_size: usize,
@@ -274,6 +278,7 @@ pub struct ProbePlan {
     pub positions: Vec<Position>,
     pub metrics: Vec<MetricSpec>,
     pub quantiles: Vec<f64>,
+    pub per_sample: bool,
 }
 
 impl Config {
@@ -352,6 +357,7 @@ impl Config {
                 .map(|s| s.parse().unwrap())
                 .collect(),
             quantiles: self.probes.quantiles.clone(),
+            per_sample: self.probes.per_sample,
         }
     }
 

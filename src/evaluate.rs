@@ -16,11 +16,13 @@ use crate::data::rulegraph::PROMPT_LEN;
 use crate::kernels::{self, across, reference};
 use crate::metrics::{Columns, MetricSpec, Position, SiteKind, effective_rank};
 use crate::model::{Gpt, Sites};
-use crate::sink::{DensityRow, QuantileRow};
+use crate::sink::{DensityRow, QuantileRow, SampleRow};
 
 pub struct Evaluation {
     pub rows: Vec<DensityRow>,
     pub quantile_rows: Vec<QuantileRow>,
+    /// Empty unless `probes.per_sample`.
+    pub sample_rows: Vec<SampleRow>,
     pub readback_bytes: u64,
 }
 
@@ -50,17 +52,8 @@ pub fn evaluate(
         let (logits, sites) = forward(model, probe, batch_size, device);
         answers.push(answer_stats(logits, probe, device));
         for (layer, site, acts) in named_sites(sites, &plan.sites, layers) {
-            let [n, t, d] = acts.dims();
             for &position in &plan.positions {
-                let vectors = match position {
-                    Position::Last => {
-                        let last = probe.last_index();
-                        acts.clone()
-                            .slice([0..n, last..last + 1, 0..d])
-                            .reshape([n, d])
-                    }
-                    Position::All => acts.clone().reshape([n * t, d]),
-                };
+                let vectors = vectors_at(&acts, position, probe.last_index());
                 measured.push(Measured {
                     probe: p,
                     layer,
@@ -88,6 +81,9 @@ pub fn evaluate(
             if !quantiles.is_empty() {
                 transaction =
                     transaction.register(kernels::column_quantiles(table.clone(), &quantiles));
+            }
+            if plan.per_sample {
+                transaction = transaction.register(table.clone());
             }
             transaction = transaction.register(kernels::aggregate(table.clone()));
             let valid = across::valid_rows(table);
@@ -118,11 +114,14 @@ pub fn evaluate(
 
     let mut rows = Vec::new();
     let mut quantile_rows = Vec::new();
+    let mut sample_rows = Vec::new();
     for m in &measured {
         let width = m.vectors.dims()[1];
         // Per metric: its (mean, std, n) and, for per-vector metrics, its quantiles; from the
         // device's read-backs in the order registered above, or from the reference.
         let mut results: Vec<(MetricSpec, (f64, f64, i64), Vec<f64>)> = Vec::new();
+        // The per-vector table, when it was read back (always on the CPU backend).
+        let mut per_row: Vec<Vec<f64>> = Vec::new();
         if on_device {
             let nq = quantiles.len();
             let q: Vec<f64> = if nq == 0 {
@@ -130,6 +129,10 @@ pub fn evaluate(
             } else {
                 floats().into_iter().map(f64::from).collect()
             };
+            if plan.per_sample {
+                let table: Vec<f64> = floats().into_iter().map(f64::from).collect();
+                per_row = table.chunks(cols.count()).map(<[f64]>::to_vec).collect();
+            }
             let summary = floats();
             let finite_vectors = summary[Columns::L1 * 3 + 2] as i64;
             for metric in plan.metrics.iter().filter(|m| m.is_per_vector()) {
@@ -157,7 +160,7 @@ pub fn evaluate(
             }
         } else {
             let data = floats();
-            let per_row = reference::matrix_metrics(&data, width, &cols);
+            per_row = reference::matrix_metrics(&data, width, &cols);
             for metric in &plan.metrics {
                 let (s, q) = if metric.is_per_vector() {
                     let c = cols.column(metric);
@@ -172,6 +175,25 @@ pub fn evaluate(
                     )
                 };
                 results.push((*metric, (s.mean, s.std, s.n as i64), q));
+            }
+        }
+        if plan.per_sample {
+            let probe = &probes[m.probe];
+            for metric in plan.metrics.iter().filter(|m| m.is_per_vector()) {
+                let c = cols.column(metric);
+                for (vector, values) in per_row.iter().enumerate() {
+                    sample_rows.push(SampleRow {
+                        probe: probe.name.clone(),
+                        shift_family: probe.family.name(),
+                        shift_level: probe.level,
+                        layer: m.layer,
+                        site: m.site.clone(),
+                        position: m.position.name(),
+                        vector: vector as i64,
+                        metric: metric.to_string(),
+                        value: values[c],
+                    });
+                }
             }
         }
         // Rows in the config's metric order.
@@ -227,13 +249,27 @@ pub fn evaluate(
     Evaluation {
         rows,
         quantile_rows,
+        sample_rows,
         readback_bytes,
+    }
+}
+
+/// `[samples, tokens, width]` site activations -> `[vectors, width]` at `position`: the last
+/// prompt token of each sample, or every token (vector = sample * tokens + token).
+pub fn vectors_at(acts: &Tensor<3>, position: Position, last: usize) -> Tensor<2> {
+    let [n, t, d] = acts.dims();
+    match position {
+        Position::Last => acts
+            .clone()
+            .slice([0..n, last..last + 1, 0..d])
+            .reshape([n, d]),
+        Position::All => acts.clone().reshape([n * t, d]),
     }
 }
 
 /// Runs a probe set through the model in batches; returns the last-position logits
 /// `[samples, vocab]` and each site's activations `[samples, tokens, width]`.
-fn forward(
+pub fn forward(
     model: &Gpt,
     probe: &ProbeSet,
     batch_size: usize,
@@ -269,7 +305,11 @@ fn forward(
 }
 
 /// The configured sites with their layer index and full name, in a stable order.
-fn named_sites(sites: Sites, kinds: &[SiteKind], layers: usize) -> Vec<(i32, String, Tensor<3>)> {
+pub fn named_sites(
+    sites: Sites,
+    kinds: &[SiteKind],
+    layers: usize,
+) -> Vec<(i32, String, Tensor<3>)> {
     let mut out = Vec::new();
     for layer in 0..layers {
         for &kind in kinds {

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod dump;
 pub mod error;
 pub mod evaluate;
 pub mod kernels;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use densitrace::config::Config;
 use densitrace::error::InputError;
-use densitrace::{device, progress, run};
+use densitrace::{device, dump, progress, run};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,26 @@ enum Command {
     },
     /// List every wgpu adapter with its backend and type.
     Devices,
+    /// Write the raw activation vectors of one probe set at one site, from a run's final weights,
+    /// as a float32 .npy file of shape [vectors, width].
+    Dump {
+        run_dir: PathBuf,
+        /// The probe set's name in the run's config.
+        #[arg(long)]
+        probe: String,
+        /// The full site name, e.g. blocks.1.mlp.post or final.norm.
+        #[arg(long)]
+        site: String,
+        /// last (the prompt's last token) or all (every prompt token).
+        #[arg(long, default_value = "last")]
+        position: String,
+        /// The shift level, for probe sets with several.
+        #[arg(long)]
+        level: Option<f64>,
+        /// The .npy file to write.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +85,33 @@ fn main() -> ExitCode {
         Command::Check { config, overrides } => Config::load(&config, &overrides)
             .map(|c| print!("{}", c.to_yaml()))
             .map_err(anyhow::Error::from),
+        Command::Dump {
+            run_dir,
+            probe,
+            site,
+            position,
+            level,
+            output,
+        } => position
+            .parse()
+            .map_err(|e: String| anyhow::Error::from(InputError::Other(format!("--position: {e}"))))
+            .and_then(|position| {
+                let shape = dump::dump(&dump::DumpRequest {
+                    run_dir: &run_dir,
+                    probe: &probe,
+                    site: &site,
+                    position,
+                    level,
+                    out: &output,
+                })?;
+                println!(
+                    "wrote {} ({} x {} float32)",
+                    output.display(),
+                    shape[0],
+                    shape[1]
+                );
+                Ok(())
+            }),
         Command::Devices => {
             let adapters = device::list_adapters();
             if adapters.is_empty() {

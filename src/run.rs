@@ -135,6 +135,9 @@ pub fn run(config: &Config, out: &Path, command_line: Vec<String>) -> Result<Run
             if !eval.quantile_rows.is_empty() {
                 dir.write_quantiles(step as i64, tokens, wall, &eval.quantile_rows)?;
             }
+            if !eval.sample_rows.is_empty() {
+                dir.write_samples(step as i64, &eval.sample_rows)?;
+            }
             if !train_rows.is_empty() {
                 dir.write_train(step as i64, train_rows)?;
             }

@@ -15,6 +15,7 @@
 //!   manifest.json                            version, git revision, command, device, times
 //!   density/step-000100/part-0.parquet       one file per evaluation (schema: `density_schema`)
 //!   quantiles/step-000100/part-0.parquet     per-metric quantiles over vectors, per evaluation
+//!   samples/step-000100/part-0.parquet       each vector's metrics (only with probes.per_sample)
 //!   train/step-000100/part-0.parquet         train rows logged since the previous file
 //!   checkpoints/final/model.bpk + DONE       the final weights (Burn's burnpack format)
 //! ```
@@ -59,6 +60,21 @@ pub struct QuantileRow {
     pub quantile: f64,
     pub value: f64,
     pub n: i64,
+}
+
+/// One per-vector metric of one vector: what `probes.per_sample` writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRow {
+    pub probe: String,
+    pub shift_family: &'static str,
+    pub shift_level: f64,
+    pub layer: i32,
+    pub site: String,
+    pub position: &'static str,
+    /// The vector's index: the sample for `last`, sample * tokens + token for `all`.
+    pub vector: i64,
+    pub metric: String,
+    pub value: f64,
 }
 
 /// One logged training step.
@@ -109,6 +125,23 @@ pub fn quantiles_schema() -> Schema {
         Field::new("value", DataType::Float64, false),
         Field::new("n", DataType::Int64, false),
         Field::new("wall_time", DataType::Float64, false),
+    ])
+}
+
+/// The samples table's columns, a public interface documented in the README.
+pub fn samples_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("step", DataType::Int64, false),
+        Field::new("probe", DataType::Utf8, false),
+        Field::new("shift_family", DataType::Utf8, false),
+        Field::new("shift_level", DataType::Float64, false),
+        Field::new("layer", DataType::Int32, false),
+        Field::new("site", DataType::Utf8, false),
+        Field::new("position", DataType::Utf8, false),
+        Field::new("vector", DataType::Int64, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
     ])
 }
 
@@ -226,6 +259,30 @@ impl RunDir {
         ];
         let batch = RecordBatch::try_new(Arc::new(quantiles_schema()), columns)?;
         self.write_parquet(&format!("quantiles/step-{step:06}/part-0.parquet"), &batch)
+    }
+
+    pub fn write_samples(&self, step: i64, rows: &[SampleRow]) -> Result<PathBuf> {
+        let n = rows.len();
+        let column = |f: &dyn Fn(&SampleRow) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![self.run_id.as_str(); n])),
+            Arc::new(Int64Array::from(vec![step; n])),
+            column(&|r| &r.probe),
+            column(&|r| r.shift_family),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|r| r.shift_level),
+            )),
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.layer))),
+            column(&|r| &r.site),
+            column(&|r| r.position),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.vector))),
+            column(&|r| &r.metric),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.value))),
+        ];
+        let batch = RecordBatch::try_new(Arc::new(samples_schema()), columns)?;
+        self.write_parquet(&format!("samples/step-{step:06}/part-0.parquet"), &batch)
     }
 
     /// Writes the train rows logged since the last call, named by the step they end at.

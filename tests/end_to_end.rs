@@ -297,3 +297,141 @@ fn a_wgpu_run_trains_and_measures_with_the_kernels() {
         assert!(value.iter().all(|v| v.unwrap().is_finite()));
     }
 }
+
+/// Reads a float32 C-order .npy written by `densitrace dump`: (shape, values).
+fn read_npy(path: &Path) -> ([usize; 2], Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"));
+    let shape = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let dims: Vec<usize> = shape
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let values = bytes[10 + len..]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    ([dims[0], dims[1]], values)
+}
+
+#[test]
+fn dump_and_per_sample_output_reproduce_the_density_table() {
+    let run = run(TINY, &["probes.per_sample=true"]);
+    let npy = run.join("acts.npy");
+    let out = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+        .args([
+            "dump",
+            run.to_str().unwrap(),
+            "--probe",
+            "hops",
+            "--level",
+            "2",
+        ])
+        .args([
+            "--site",
+            "blocks.0.mlp.post",
+            "--position",
+            "all",
+            "-o",
+            npy.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ([n, d], values) = read_npy(&npy);
+    assert_eq!([n, d], [48, 32], "16 samples x 3 tokens, d_ff 32");
+
+    // The last evaluation used the final weights: its l1 is the mean of the dumped vectors' l1.
+    let density = read(parts(&run, "density").last().unwrap());
+    let row = |metric: &str| {
+        (0..density.num_rows())
+            .find(|&i| {
+                strings(&density, "probe").value(i) == "hops"
+                    && floats(&density, "shift_level").value(i) == 2.0
+                    && strings(&density, "site").value(i) == "blocks.0.mlp.post"
+                    && strings(&density, "position").value(i) == "all"
+                    && strings(&density, "metric").value(i) == metric
+            })
+            .unwrap()
+    };
+    let l1: f64 = values
+        .chunks(d)
+        .map(|v| v.iter().map(|x| x.abs() as f64).sum::<f64>())
+        .sum::<f64>()
+        / n as f64;
+    let table_l1 = floats(&density, "value").value(row("l1"));
+    assert!(
+        (l1 - table_l1).abs() <= 1e-5 * table_l1,
+        "{l1} vs {table_l1}"
+    );
+
+    // Per-sample rows: one per vector and per-vector metric, averaging to the table's value.
+    let samples = read(parts(&run, "samples").last().unwrap());
+    let hoyer: Vec<f64> = (0..samples.num_rows())
+        .filter(|&i| {
+            strings(&samples, "probe").value(i) == "hops"
+                && floats(&samples, "shift_level").value(i) == 2.0
+                && strings(&samples, "site").value(i) == "blocks.0.mlp.post"
+                && strings(&samples, "position").value(i) == "all"
+                && strings(&samples, "metric").value(i) == "hoyer"
+        })
+        .map(|i| floats(&samples, "value").value(i))
+        .collect();
+    assert_eq!(hoyer.len(), 48);
+    let mean = hoyer.iter().sum::<f64>() / 48.0;
+    let table_hoyer = floats(&density, "value").value(row("hoyer"));
+    assert!(
+        (mean - table_hoyer).abs() <= 1e-12,
+        "{mean} vs {table_hoyer}"
+    );
+    // 4 sets x 3 sites x (16 + 48 vectors) x 4 per-vector metrics.
+    assert_eq!(samples.num_rows(), 4 * 3 * 64 * 4);
+
+    for (args, needle) in [
+        (vec!["--probe", "hops", "--site", "final.norm"], "--level"),
+        (
+            vec!["--probe", "nope", "--site", "final.norm"],
+            "no such probe set",
+        ),
+        (
+            vec!["--probe", "id", "--site", "blocks.7.mlp.post"],
+            "no such site",
+        ),
+        (
+            vec![
+                "--probe",
+                "id",
+                "--site",
+                "final.norm",
+                "--position",
+                "first",
+            ],
+            "--position",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+            .arg("dump")
+            .arg(&run)
+            .args(&args)
+            .args(["-o", run.join("bad.npy").to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!run.join("bad.npy").exists());
+    }
+}
