@@ -46,7 +46,13 @@ fn median_time(mut f: impl FnMut()) -> Duration {
 fn columns(family: &str) -> Columns {
     let names: &[&str] = match family {
         "moments" => &["l1", "hoyer", "near_zero@0.001"],
-        _ => &["gini", "max_over_median", "topk_energy@0.01", "topk_energy@0.05", "topk_energy@0.1"],
+        _ => &[
+            "gini",
+            "max_over_median",
+            "topk_energy@0.01",
+            "topk_energy@0.05",
+            "topk_energy@0.1",
+        ],
     };
     let metrics: Vec<MetricSpec> = names.iter().map(|s| s.parse().unwrap()).collect();
     Columns::for_metrics(&metrics)
@@ -64,18 +70,35 @@ fn burn_moments(x: Tensor<2>) -> Tensor<2> {
     let hoyer = (l1.clone() / l2.clone()).neg().add_scalar(df.sqrt()) / (df.sqrt() - 1.0);
     let pr = s2.clone().powi_scalar(2) / s4 / df;
     let p = x.clone().powi_scalar(2) / s2;
-    let eff_rank = (p.clone() * p.add_scalar(1e-10).log()).sum_dim(1).neg().exp() / df;
+    let eff_rank = (p.clone() * p.add_scalar(1e-10).log())
+        .sum_dim(1)
+        .neg()
+        .exp()
+        / df;
     let q = (a.clone() / l1.clone()).add_scalar(1e-10);
     let eff_rank_l1 = (q.clone() * q.log()).sum_dim(1).neg().exp() / df;
     let mean_a = l1.clone() / df;
-    let std_a = (a.clone() - mean_a.clone()).powi_scalar(2).mean_dim(1).sqrt();
+    let std_a = (a.clone() - mean_a.clone())
+        .powi_scalar(2)
+        .mean_dim(1)
+        .sqrt();
     let l0 = a.clone().greater(mean_a + std_a).float().mean_dim(1);
     let centred = x.clone() - x.mean_dim(1);
     let m2 = centred.clone().powi_scalar(2).mean_dim(1);
     let kurtosis = centred.powi_scalar(4).mean_dim(1) / m2.powi_scalar(2) - 3.0;
     let near_zero = a.lower_equal_elem(1e-3).float().mean_dim(1);
     let table = Tensor::cat(
-        vec![l1, l2, hoyer, pr, eff_rank, eff_rank_l1, l0, kurtosis, near_zero],
+        vec![
+            l1,
+            l2,
+            hoyer,
+            pr,
+            eff_rank,
+            eff_rank_l1,
+            l0,
+            kurtosis,
+            near_zero,
+        ],
         1,
     );
     Tensor::cat(vec![table.clone().mean_dim(0), table.var(0)], 0)
@@ -120,13 +143,21 @@ fn main() {
         "adapter: {} ({}, {}, driver {} {})",
         adapter.name, adapter.backend, adapter.device_type, adapter.driver, adapter.driver_info
     );
-    println!("median of {REPEATS} runs after {WARMUP} warm-up runs; each run reads its result back\n");
+    println!(
+        "median of {REPEATS} runs after {WARMUP} warm-up runs; each run reads its result back\n"
+    );
     println!(
         "| family | vectors x width | MB read | WGSL ms | GB/s | Burn ops ms | WGSL speed-up | host ms | WGSL speed-up |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
 
-    let sizes: &[(usize, usize)] = &[(1024, 128), (4096, 512), (16384, 128), (2048, 2048), (512, 8192)];
+    let sizes: &[(usize, usize)] = &[
+        (1024, 128),
+        (4096, 512),
+        (16384, 128),
+        (2048, 2048),
+        (512, 8192),
+    ];
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     for family in ["moments", "order"] {
         let cols = columns(family);
@@ -137,7 +168,13 @@ fn main() {
             let x = Tensor::<2>::from_data(TensorData::new(data.clone(), [rows, width]), &device);
             let wgsl = median_time(|| {
                 let table = if family == "moments" {
-                    kernels::row_metrics(x.clone(), &Columns { order: false, ..cols.clone() })
+                    kernels::row_metrics(
+                        x.clone(),
+                        &Columns {
+                            order: false,
+                            ..cols.clone()
+                        },
+                    )
                 } else {
                     kernels::row_metrics(x.clone(), &cols)
                 };

@@ -72,12 +72,15 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|c| {
                 let outcome = run::run(&c, &out, std::env::args().collect())?;
-                let metric = if c.probes.metrics.iter().any(|m| m == "hoyer") {
-                    "hoyer"
-                } else {
-                    c.probes.metrics[0].as_str()
-                };
-                println!("\nfinal.norm {metric} (position last), first vs last evaluation:");
+                // The paper's metric if it was measured, else Hoyer, else the first one.
+                let metric = ["topk_energy@0.05", "hoyer"]
+                    .into_iter()
+                    .find(|m| c.probes.metrics.iter().any(|x| x == m))
+                    .unwrap_or(c.probes.metrics[0].as_str());
+                println!(
+                    "\n{metric} of final.norm at the last prompt token, first and last \
+                     evaluation (accuracy: the answer's, at the last):"
+                );
                 print!("{}", run::summary_table(&outcome, metric));
                 println!("results: {}", outcome.dir.display());
                 Ok(())

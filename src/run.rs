@@ -59,6 +59,8 @@ pub struct RunOutcome {
     /// Every density row of the first and the last evaluation.
     pub first: Vec<DensityRow>,
     pub last: Vec<DensityRow>,
+    /// The steps of the first and last evaluation.
+    pub steps: (usize, usize),
 }
 
 pub fn run(config: &Config, out: &Path, command_line: Vec<String>) -> Result<RunOutcome> {
@@ -111,7 +113,7 @@ pub fn run(config: &Config, out: &Path, command_line: Vec<String>) -> Result<Run
     let started = Instant::now();
     let progress = Progress::new(config.train.steps);
     let mut first = None;
-    let mut last = Vec::new();
+    let mut last = (0, Vec::new());
     let model = train::train(
         config,
         &kb,
@@ -156,9 +158,9 @@ pub fn run(config: &Config, out: &Path, command_line: Vec<String>) -> Result<Run
             });
             write_manifest(&manifest)?;
             if first.is_none() {
-                first = Some(eval.rows.clone());
+                first = Some((step, eval.rows.clone()));
             }
-            last = eval.rows;
+            last = (step, eval.rows);
             Ok(())
         },
     )?;
@@ -176,8 +178,9 @@ pub fn run(config: &Config, out: &Path, command_line: Vec<String>) -> Result<Run
     write_manifest(&manifest)?;
     Ok(RunOutcome {
         dir: dir.root,
-        first: first.unwrap_or_default(),
-        last,
+        steps: (first.as_ref().map_or(0, |f| f.0), last.0),
+        first: first.map(|f| f.1).unwrap_or_default(),
+        last: last.1,
     })
 }
 
@@ -219,10 +222,10 @@ pub fn summary_table(outcome: &RunOutcome, metric: &str) -> String {
         "{:<12} {:>6}  {:>12} {:>12} {:>9}  {:>9}\n",
         "probe",
         "level",
-        format!("{metric}@0"),
-        format!("{metric}@end"),
+        format!("step {}", outcome.steps.0),
+        format!("step {}", outcome.steps.1),
         "change",
-        "acc@end"
+        "accuracy"
     );
     for (probe, level) in keys {
         let a = pick(&outcome.first, &probe, level, "final.norm", metric);

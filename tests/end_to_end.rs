@@ -55,7 +55,7 @@ fn run(config: &str, overrides: &[&str]) -> PathBuf {
         "run failed\nstdout: {stdout}\nstderr: {stderr}"
     );
     assert!(
-        stdout.contains("final.norm hoyer"),
+        stdout.contains("hoyer of final.norm at the last prompt token"),
         "no summary table: {stdout}"
     );
     let runs: Vec<_> = std::fs::read_dir(dir.join("runs/tiny")).unwrap().collect();
