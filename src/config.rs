@@ -27,6 +27,33 @@ pub struct Config {
     #[serde(default)]
     pub train: TrainConfig,
     pub probes: ProbesConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+/// When checkpoints (model, optimizer, step) are written, and which are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Write a checkpoint every this many steps; 0 writes none (only the final weights).
+    pub every: usize,
+    /// Also at steps 1, 2, 4, ... below `every` (Pythia's schedule).
+    pub log_spaced: bool,
+    /// Keep this many of the newest checkpoints (at least 1)...
+    pub keep_last: usize,
+    /// ...and every checkpoint at these steps.
+    pub major: Vec<usize>,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            log_spaced: false,
+            keep_last: 2,
+            major: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +190,10 @@ impl Default for TrainConfig {
 pub struct ProbesConfig {
     /// Evaluate every this many steps (and always at step 0 and at the last step).
     pub every: usize,
+    /// Also evaluate at steps 1, 2, 4, ... below `every` (Pythia's schedule: early dynamics need
+    /// dense measurement).
+    #[serde(default)]
+    pub log_spaced: bool,
     /// Samples drawn for each probe set and level.
     #[serde(default = "defaults::samples")]
     pub samples: usize,
@@ -478,6 +509,18 @@ impl Config {
             "must be at least 1".into(),
         );
 
+        let c = &self.checkpoint;
+        check(
+            c.keep_last >= 1,
+            "checkpoint.keep_last",
+            "must be at least 1".into(),
+        );
+        check(
+            !c.log_spaced || c.every >= 1,
+            "checkpoint.log_spaced",
+            "needs checkpoint.every >= 1".into(),
+        );
+
         let pr = &self.probes;
         check(pr.every >= 1, "probes.every", "must be at least 1".into());
         check(
@@ -520,6 +563,13 @@ impl Config {
             "probes.metrics",
             "must name at least one metric".into(),
         );
+        for (i, q) in pr.quantiles.iter().enumerate() {
+            check(
+                (0.0..=1.0).contains(q),
+                &format!("probes.quantiles[{i}]"),
+                format!("{q} is not within [0, 1]"),
+            );
+        }
         check(
             !pr.sets.is_empty(),
             "probes.sets",

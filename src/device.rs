@@ -9,7 +9,7 @@
 use burn::tensor::{Device, DeviceKind};
 use burn_cubecl::cubecl::config::autotune::AutotuneLevel;
 use burn_cubecl::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::DeviceChoice;
 use crate::error::InputError;
@@ -20,15 +20,20 @@ pub const NO_ADAPTER_HINT: &str = "no wgpu adapter found. Install a Vulkan drive
      `apt-get install mesa-vulkan-drivers libvulkan1`";
 
 /// One wgpu adapter, as `densitrace devices` lists it and the manifest records it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AdapterSummary {
     pub name: String,
     pub backend: String,
     pub device_type: String,
     pub driver: String,
     pub driver_info: String,
-    #[serde(skip)]
+    /// Not recorded (device_type says it in words); read back as Other.
+    #[serde(skip, default = "unrecorded_kind")]
     kind: wgpu::DeviceType,
+}
+
+fn unrecorded_kind() -> wgpu::DeviceType {
+    wgpu::DeviceType::Other
 }
 
 /// The device a run uses, and how its metrics are computed.

@@ -4,6 +4,7 @@
 //! Data flows one way: `config` -> `data` -> `model` -> `evaluate` (probes) -> `kernels` ->
 //! `sink`; `train` drives the loop and `run` ties one run together.
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use densitrace::config::Config;
 use densitrace::error::InputError;
+use densitrace::run::{Finish, RunOutcome};
 use densitrace::{device, dump, progress, run};
 
 #[derive(Parser)]
@@ -21,10 +23,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Pretrain with periodic density measurements; results land in OUT/<name>/<run_id>/.
+    ///
+    /// Exit codes: 0 completed, 2 bad input (nothing written), 3 the loss diverged, 130 stopped by
+    /// SIGINT or SIGTERM (after a checkpoint; continue with --resume).
     Run {
-        config: PathBuf,
-        /// Override a config value, e.g. --set train.steps=100 (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
+        /// The experiment config (YAML); not with --resume.
+        #[arg(required_unless_present = "resume", conflicts_with = "resume")]
+        config: Option<PathBuf>,
+        /// Continue the run in this directory from its newest complete checkpoint.
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
+        /// Override a config value, e.g. --set train.steps=100 (repeatable; not with --resume).
+        #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "resume")]
         overrides: Vec<String>,
         /// Directory the run directory is created under.
         #[arg(long, default_value = "runs")]
@@ -60,31 +70,42 @@ enum Command {
     },
 }
 
+/// Set by SIGINT/SIGTERM: the training loop finishes its step, checkpoints and stops.
+static STOP: AtomicBool = AtomicBool::new(false);
+
 fn main() -> ExitCode {
     progress::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {
             config,
+            resume,
             overrides,
             out,
-        } => Config::load(&config, &overrides)
-            .map_err(anyhow::Error::from)
-            .and_then(|c| {
-                let outcome = run::run(&c, &out, std::env::args().collect())?;
-                // The paper's metric if it was measured, else Hoyer, else the first one.
-                let metric = ["topk_energy@0.05", "hoyer"]
-                    .into_iter()
-                    .find(|m| c.probes.metrics.iter().any(|x| x == m))
-                    .unwrap_or(c.probes.metrics[0].as_str());
-                println!(
-                    "\n{metric} of final.norm at the last prompt token, first and last \
-                     evaluation (accuracy: the answer's, at the last):"
-                );
-                print!("{}", run::summary_table(&outcome, metric));
-                println!("results: {}", outcome.dir.display());
-                Ok(())
-            }),
+        } => {
+            let installed = ctrlc::set_handler(|| {
+                if STOP.swap(true, Ordering::SeqCst) {
+                    eprintln!("second signal: exiting now");
+                    std::process::exit(130);
+                }
+                eprintln!("stopping after this step (a second signal exits at once)");
+            });
+            if let Err(e) = installed {
+                tracing::warn!("cannot handle SIGINT/SIGTERM: {e}");
+            }
+            let command_line = std::env::args().collect();
+            let outcome = match (config, resume) {
+                (_, Some(dir)) => run::resume(&dir, command_line, &STOP),
+                (Some(path), None) => Config::load(&path, &overrides)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|c| run::run(&c, &out, command_line, &STOP)),
+                (None, None) => unreachable!("clap requires a config or --resume"),
+            };
+            match outcome {
+                Ok(outcome) => return finish(outcome),
+                Err(e) => Err(e),
+            }
+        }
         Command::Check { config, overrides } => Config::load(&config, &overrides)
             .map(|c| print!("{}", c.to_yaml()))
             .map_err(anyhow::Error::from),
@@ -138,6 +159,44 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+/// Prints the summary table of a run that ended, and turns its ending into the exit code.
+fn finish(outcome: RunOutcome) -> ExitCode {
+    let config = std::fs::read_to_string(outcome.dir.join("config.yaml"))
+        .ok()
+        .and_then(|yaml| Config::from_yaml(&yaml, "config.yaml", &[]).ok());
+    if let Some(config) = config.filter(|_| !outcome.last.is_empty()) {
+        // The paper's metric if it was measured, else Hoyer, else the first one.
+        let metric = ["topk_energy@0.05", "hoyer"]
+            .into_iter()
+            .find(|m| config.probes.metrics.iter().any(|x| x == m))
+            .unwrap_or(config.probes.metrics[0].as_str());
+        println!(
+            "\n{metric} of final.norm at the last prompt token, first and last evaluation \
+             (accuracy: the answer's, at the last):"
+        );
+        print!("{}", run::summary_table(&outcome, metric));
+    }
+    println!("results: {}", outcome.dir.display());
+    match outcome.finish {
+        Finish::Completed => ExitCode::SUCCESS,
+        Finish::Interrupted(step) => {
+            eprintln!(
+                "interrupted after step {step}; continue with: densitrace run --resume {}",
+                outcome.dir.display()
+            );
+            ExitCode::from(130)
+        }
+        Finish::Diverged(step) => {
+            eprintln!(
+                "error: the loss is not finite at step {step}: the run diverged (the model before \
+                 that step is evaluated and checkpointed in {})",
+                outcome.dir.display()
+            );
+            ExitCode::from(3)
         }
     }
 }

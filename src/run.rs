@@ -1,31 +1,42 @@
-//! One run, end to end: check everything the user gave us, then create the run directory, train
-//! with evaluations, write the final weights and print the summary table.
+//! One run, end to end: check everything the user gave us, then create (or reopen, for
+//! `--resume`) the run directory, train with evaluations and checkpoints, write the final weights
+//! and print the summary table.
 //!
-//! All bad input (config, device, data) is found before the run directory exists.
+//! All bad input (config, device, data, a directory that is not a run, an edited config, a run
+//! already in use) is found before anything in a run directory is written or deleted.
 
+use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::module::Module;
-use serde::Serialize;
+use burn::optim::ModuleOptimizer;
+use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::checkpoint::{self, CheckpointState};
+use crate::config::{Config, ProbePlan};
+use crate::data::probes::ProbeSet;
 use crate::data::{probes, rulegraph::KnowledgeBase};
-use crate::device::{self, AdapterSummary};
+use crate::device::{self, AdapterSummary, RunDevice};
 use crate::error::InputError;
 use crate::evaluate::evaluate;
+use crate::model::Gpt;
 use crate::progress::Progress;
-use crate::sink::{DensityRow, RunDir};
-use crate::train::{self, tokens_seen};
+use crate::seed::derive_seed;
+use crate::sink::{DensityRow, RunDir, TrainRow};
+use crate::train::{self, CheckpointReason, Outcome, Start, TrainHooks, tokens_seen};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
-    densitrace_version: &'static str,
+    densitrace_version: String,
     git_revision: Option<String>,
     command_line: Vec<String>,
     run_id: String,
     seed: u64,
+    /// A hash of config.yaml's text: `--resume` refuses a run whose config was edited.
+    config_hash: String,
     device: DeviceRecord,
     vocab_size: usize,
     train_facts: usize,
@@ -33,18 +44,29 @@ struct Manifest {
     parameters: usize,
     start_time: String,
     end_time: Option<String>,
-    status: &'static str,
+    /// running, completed, interrupted or diverged.
+    status: String,
+    diverged_at: Option<usize>,
+    resumes: Vec<ResumeRecord>,
     evaluations: Vec<EvaluationRecord>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct DeviceRecord {
-    backend: &'static str,
+    backend: String,
     reason: String,
     adapter: Option<AdapterSummary>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
+struct ResumeRecord {
+    from_step: usize,
+    time: String,
+    command_line: Vec<String>,
+    device: DeviceRecord,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 struct EvaluationRecord {
     step: usize,
     rows: usize,
@@ -53,22 +75,72 @@ struct EvaluationRecord {
     seconds: f64,
 }
 
+/// How a run ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Completed,
+    /// Stopped by SIGINT/SIGTERM after this step, with a checkpoint there (exit 130).
+    Interrupted(usize),
+    /// The loss was non-finite at this step (exit 3).
+    Diverged(usize),
+}
+
 /// What a finished run leaves for its caller.
 pub struct RunOutcome {
     pub dir: PathBuf,
-    /// Every density row of the first and the last evaluation.
+    pub finish: Finish,
+    /// Every density row of the first and the last evaluation this process made.
     pub first: Vec<DensityRow>,
     pub last: Vec<DensityRow>,
-    /// The steps of the first and last evaluation.
+    /// The steps of those evaluations.
     pub steps: (usize, usize),
 }
 
-pub fn run(config: &Config, out: &Path, command_line: Vec<String>) -> Result<RunOutcome> {
-    let run_device = device::select(config.device)?;
-    tracing::info!("{}", run_device.reason);
+/// Held for the whole run: a second process on the same directory is refused. An OS file lock,
+/// so a killed process (even by SIGKILL) releases it.
+struct RunLock(#[allow(dead_code)] fs::File);
+
+fn lock(dir: &Path) -> Result<RunLock, InputError> {
+    let path = dir.join(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| InputError::File {
+            file: path.display().to_string(),
+            message: format!("cannot open the run's lock file: {e}"),
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock(file)),
+        Err(fs::TryLockError::WouldBlock) => Err(InputError::Other(format!(
+            "{} is in use by another densitrace process",
+            dir.display()
+        ))),
+        Err(fs::TryLockError::Error(e)) => Err(InputError::File {
+            file: path.display().to_string(),
+            message: format!("cannot lock: {e}"),
+        }),
+    }
+}
+
+fn config_hash(yaml: &str) -> String {
+    format!("{:016x}", derive_seed(0, yaml))
+}
+
+/// Everything a run needs that comes from its config, checked before the directory is touched.
+struct Prepared {
+    device: RunDevice,
+    kb: KnowledgeBase,
+    probe_sets: Vec<ProbeSet>,
+    plan: ProbePlan,
+}
+
+fn prepare(config: &Config) -> Result<Prepared> {
+    let device = device::select(config.device)?;
+    tracing::info!("{}", device.reason);
     let kb = KnowledgeBase::generate(config.rulegraph(), config.seed);
     let probe_sets = probes::build(config, &kb)?;
-    let plan = config.probe_plan();
     tracing::info!(
         "rule graph: {} training facts, {} held out, vocabulary {}; {} probe sets",
         kb.train.len(),
@@ -76,111 +148,360 @@ pub fn run(config: &Config, out: &Path, command_line: Vec<String>) -> Result<Run
         kb.vocab_size(),
         probe_sets.len()
     );
+    Ok(Prepared {
+        plan: config.probe_plan(),
+        device,
+        kb,
+        probe_sets,
+    })
+}
 
+fn device_record(d: &RunDevice) -> DeviceRecord {
+    DeviceRecord {
+        backend: d.backend.to_string(),
+        reason: d.reason.clone(),
+        adapter: d.adapter.clone(),
+    }
+}
+
+/// A new run of `config` under `out`.
+pub fn run(
+    config: &Config,
+    out: &Path,
+    command_line: Vec<String>,
+    stop: &AtomicBool,
+) -> Result<RunOutcome> {
+    let prepared = prepare(config)?;
     let dir = RunDir::create(out, &config.name, config.seed).map_err(|e| {
         InputError::Other(format!(
             "cannot create a run directory under {}: {e}",
             out.display()
         ))
     })?;
+    let _lock = lock(&dir.root)?;
     tracing::info!("run directory {}", dir.root.display());
-    dir.write_atomic("config.yaml", config.to_yaml().as_bytes())?;
-    let mut manifest = Manifest {
-        densitrace_version: env!("CARGO_PKG_VERSION"),
+    let yaml = config.to_yaml();
+    dir.write_atomic("config.yaml", yaml.as_bytes())?;
+    let manifest = Manifest {
+        densitrace_version: env!("CARGO_PKG_VERSION").into(),
         git_revision: git_revision(),
         command_line,
         run_id: dir.run_id.clone(),
         seed: config.seed,
-        device: DeviceRecord {
-            backend: run_device.backend,
-            reason: run_device.reason.clone(),
-            adapter: run_device.adapter.clone(),
-        },
-        vocab_size: kb.vocab_size(),
-        train_facts: kb.train.len(),
-        held_out_facts: kb.held_out.len(),
+        config_hash: config_hash(&yaml),
+        device: device_record(&prepared.device),
+        vocab_size: prepared.kb.vocab_size(),
+        train_facts: prepared.kb.train.len(),
+        held_out_facts: prepared.kb.held_out.len(),
         parameters: 0,
         start_time: chrono::Utc::now().to_rfc3339(),
         end_time: None,
-        status: "running",
+        status: "running".into(),
+        diverged_at: None,
+        resumes: Vec::new(),
         evaluations: Vec::new(),
     };
-    let write_manifest = |m: &Manifest| {
-        dir.write_atomic("manifest.json", serde_json::to_string_pretty(m)?.as_bytes())
-    };
-    write_manifest(&manifest)?;
+    let start = train::fresh_start(config, prepared.kb.vocab_size(), &prepared.device.device);
+    drive(config, &prepared, dir, manifest, start, stop)
+}
 
-    let started = Instant::now();
-    let progress = Progress::new(config.train.steps);
-    let mut first = None;
-    let mut last = (0, Vec::new());
-    let model = train::train(
-        config,
-        &kb,
-        &run_device.device,
-        &progress,
-        |step, model, train_rows| {
-            let t0 = Instant::now();
-            manifest.parameters = model.num_params();
-            let eval = evaluate(
-                model,
-                &probe_sets,
-                &plan,
-                config.model.layers,
-                config.probes.batch_size,
-                &run_device.device,
-                run_device.measures_on_device(),
-            );
-            let wall = started.elapsed().as_secs_f64();
-            let tokens = tokens_seen(&config.train, step);
-            dir.write_density(step as i64, tokens, wall, &eval.rows)?;
-            if !eval.quantile_rows.is_empty() {
-                dir.write_quantiles(step as i64, tokens, wall, &eval.quantile_rows)?;
-            }
-            if !eval.sample_rows.is_empty() {
-                dir.write_samples(step as i64, &eval.sample_rows)?;
-            }
-            if !train_rows.is_empty() {
-                dir.write_train(step as i64, train_rows)?;
-            }
-            let seconds = t0.elapsed().as_secs_f64();
+/// Continues the run in `run_dir` from its newest complete checkpoint that did not diverge.
+/// Results written after that checkpoint are deleted first, so no step appears twice.
+pub fn resume(run_dir: &Path, command_line: Vec<String>, stop: &AtomicBool) -> Result<RunOutcome> {
+    let not_a_run = |what: &str| InputError::File {
+        file: run_dir.display().to_string(),
+        message: format!("not a densitrace run directory ({what})"),
+    };
+    let config_path = run_dir.join("config.yaml");
+    let manifest_path = run_dir.join("manifest.json");
+    if !config_path.is_file() || !manifest_path.is_file() {
+        return Err(not_a_run("no config.yaml or manifest.json").into());
+    }
+    let _lock = lock(run_dir)?;
+    let yaml = fs::read_to_string(&config_path).map_err(|_| not_a_run("config.yaml unreadable"))?;
+    let config = Config::from_yaml(&yaml, &config_path.display().to_string(), &[])?;
+    let mut manifest: Manifest = serde_json::from_slice(
+        &fs::read(&manifest_path).map_err(|_| not_a_run("manifest.json unreadable"))?,
+    )
+    .map_err(|e| not_a_run(&format!("manifest.json: {e}")))?;
+    if manifest.config_hash != config_hash(&yaml) {
+        return Err(InputError::File {
+            file: config_path.display().to_string(),
+            message: "was edited after the run started; a resumed run must use the config it \
+                      started with (start a new run instead)"
+                .into(),
+        }
+        .into());
+    }
+    let prepared = prepare(&config)?;
+    if prepared.device.backend != manifest.device.backend {
+        tracing::warn!(
+            "the run started on {} and resumes on {}: results after the checkpoint will not match \
+             an uninterrupted run exactly",
+            manifest.device.backend,
+            prepared.device.backend
+        );
+    }
+
+    let healthy = checkpoint::list(run_dir)?
+        .into_iter()
+        .rev()
+        .find(|s| s.diverged_at.is_none());
+    let dir = RunDir {
+        root: run_dir.to_path_buf(),
+        run_id: manifest.run_id.clone(),
+    };
+    let keep_until = healthy.as_ref().map(|s| s.step);
+    truncate_after(run_dir, keep_until)?;
+    manifest
+        .evaluations
+        .retain(|e| keep_until.is_some_and(|c| e.step <= c));
+    manifest.status = "running".into();
+    manifest.diverged_at = None;
+    manifest.end_time = None;
+    manifest.resumes.push(ResumeRecord {
+        from_step: keep_until.unwrap_or(0),
+        time: chrono::Utc::now().to_rfc3339(),
+        command_line,
+        device: device_record(&prepared.device),
+    });
+    let start = match healthy {
+        Some(state) => {
             tracing::info!(
-                "step {step}: evaluated {} probe sets in {seconds:.2}s, {} rows, {} bytes read back",
-                probe_sets.len(),
-                eval.rows.len(),
-                eval.readback_bytes
+                "resuming {} from the checkpoint at step {}",
+                run_dir.display(),
+                state.step
             );
-            manifest.evaluations.push(EvaluationRecord {
-                step,
-                rows: eval.rows.len(),
-                readback_bytes: eval.readback_bytes,
-                seconds,
-            });
-            write_manifest(&manifest)?;
-            if first.is_none() {
-                first = Some((step, eval.rows.clone()));
+            let fresh =
+                train::fresh_start(&config, prepared.kb.vocab_size(), &prepared.device.device);
+            let (model, optimizer) =
+                checkpoint::load(run_dir, state.step, fresh.model, fresh.optimizer)?;
+            Start {
+                step: state.step,
+                model,
+                optimizer,
+                wall_time: state.wall_time,
             }
-            last = (step, eval.rows);
-            Ok(())
-        },
+        }
+        None => {
+            tracing::info!(
+                "{} has no checkpoint: starting it again from step 0",
+                run_dir.display()
+            );
+            train::fresh_start(&config, prepared.kb.vocab_size(), &prepared.device.device)
+        }
+    };
+    drive(&config, &prepared, dir, manifest, start, stop)
+}
+
+/// Deletes every result and checkpoint of a step after `step` (all of them for `None`), and any
+/// temporary file a killed process left.
+fn truncate_after(run_dir: &Path, step: Option<usize>) -> Result<()> {
+    for table in ["density", "quantiles", "samples", "train", "checkpoints"] {
+        let Ok(entries) = fs::read_dir(run_dir.join(table)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
+            let part_step = name
+                .strip_prefix("step-")
+                .and_then(|s| s.trim_end_matches(".tmp").parse::<usize>().ok());
+            let stale =
+                name.ends_with(".tmp") || part_step.is_some_and(|s| step.is_none_or(|c| s > c));
+            if stale {
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)?;
+                } else {
+                    fs::remove_file(&path)?;
+                }
+            } else if path.is_dir() {
+                for file in fs::read_dir(&path)? {
+                    let file = file?.path();
+                    if file.extension().is_some_and(|e| e == "tmp") {
+                        fs::remove_file(&file)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The hooks the training loop calls: evaluation and checkpoint writing.
+struct RunHooks<'a> {
+    config: &'a Config,
+    prepared: &'a Prepared,
+    dir: &'a RunDir,
+    manifest: Manifest,
+    started: Instant,
+    wall_offset: f64,
+    first: Option<(usize, Vec<DensityRow>)>,
+    last: (usize, Vec<DensityRow>),
+}
+
+impl RunHooks<'_> {
+    fn wall_time(&self) -> f64 {
+        self.wall_offset + self.started.elapsed().as_secs_f64()
+    }
+
+    fn write_manifest(&self) -> Result<()> {
+        self.dir.write_atomic(
+            "manifest.json",
+            serde_json::to_string_pretty(&self.manifest)?.as_bytes(),
+        )
+    }
+
+    fn write_train(&self, step: usize, rows: &[TrainRow]) -> Result<()> {
+        if !rows.is_empty() {
+            self.dir.write_train(step as i64, rows)?;
+        }
+        Ok(())
+    }
+}
+
+impl TrainHooks for RunHooks<'_> {
+    fn evaluate(&mut self, step: usize, model: &Gpt, train_rows: &[TrainRow]) -> Result<()> {
+        let t0 = Instant::now();
+        self.manifest.parameters = model.num_params();
+        let p = self.prepared;
+        let eval = evaluate(
+            model,
+            &p.probe_sets,
+            &p.plan,
+            self.config.model.layers,
+            self.config.probes.batch_size,
+            &p.device.device,
+            p.device.measures_on_device(),
+        );
+        let wall = self.wall_time();
+        let tokens = tokens_seen(&self.config.train, step);
+        let dir = self.dir;
+        dir.write_density(step as i64, tokens, wall, &eval.rows)?;
+        if !eval.quantile_rows.is_empty() {
+            dir.write_quantiles(step as i64, tokens, wall, &eval.quantile_rows)?;
+        }
+        if !eval.sample_rows.is_empty() {
+            dir.write_samples(step as i64, &eval.sample_rows)?;
+        }
+        self.write_train(step, train_rows)?;
+        let seconds = t0.elapsed().as_secs_f64();
+        tracing::info!(
+            "step {step}: evaluated {} probe sets in {seconds:.2}s, {} rows, {} bytes read back",
+            p.probe_sets.len(),
+            eval.rows.len(),
+            eval.readback_bytes
+        );
+        self.manifest.evaluations.retain(|e| e.step != step);
+        self.manifest.evaluations.push(EvaluationRecord {
+            step,
+            rows: eval.rows.len(),
+            readback_bytes: eval.readback_bytes,
+            seconds,
+        });
+        self.write_manifest()?;
+        if self.first.is_none() {
+            self.first = Some((step, eval.rows.clone()));
+        }
+        self.last = (step, eval.rows);
+        Ok(())
+    }
+
+    fn checkpoint(
+        &mut self,
+        step: usize,
+        model: &Gpt,
+        optimizer: &ModuleOptimizer,
+        train_rows: &[TrainRow],
+        reason: CheckpointReason,
+    ) -> Result<()> {
+        // Train rows first: a checkpoint promises that every row up to its step is on disk.
+        self.write_train(step, train_rows)?;
+        let diverged_at = match reason {
+            CheckpointReason::Diverged(at) => Some(at),
+            _ => None,
+        };
+        let state = CheckpointState {
+            step,
+            wall_time: self.wall_time(),
+            diverged_at,
+        };
+        let path = checkpoint::write(&self.dir.root, model, optimizer, &state)?;
+        checkpoint::prune(&self.dir.root, &self.config.checkpoint)?;
+        tracing::info!("step {step}: checkpoint {} ({reason:?})", path.display());
+        Ok(())
+    }
+}
+
+fn drive(
+    config: &Config,
+    prepared: &Prepared,
+    dir: RunDir,
+    manifest: Manifest,
+    start: Start,
+    stop: &AtomicBool,
+) -> Result<RunOutcome> {
+    let mut hooks = RunHooks {
+        config,
+        prepared,
+        dir: &dir,
+        manifest,
+        started: Instant::now(),
+        wall_offset: start.wall_time,
+        first: None,
+        last: (0, Vec::new()),
+    };
+    hooks.write_manifest()?;
+    let progress = Progress::new(config.train.steps);
+    let outcome = train::train(
+        config,
+        &prepared.kb,
+        &prepared.device.device,
+        start,
+        &progress,
+        stop,
+        &mut hooks,
     )?;
     drop(progress);
 
-    let checkpoint = dir.root.join("checkpoints/final");
-    std::fs::create_dir_all(&checkpoint)?;
-    model
-        .save_file(checkpoint.join("model.bpk"))
-        .with_context(|| format!("saving the final weights to {}", checkpoint.display()))?;
-    dir.write_atomic("checkpoints/final/DONE", b"")?;
-
-    manifest.end_time = Some(chrono::Utc::now().to_rfc3339());
-    manifest.status = "completed";
-    write_manifest(&manifest)?;
+    let finish = match outcome {
+        Outcome::Completed(model) => {
+            let final_dir = dir.root.join("checkpoints/final");
+            fs::create_dir_all(&final_dir)?;
+            model
+                .save_file(final_dir.join("model.bpk"))
+                .with_context(|| format!("saving the final weights to {}", final_dir.display()))?;
+            dir.write_atomic("checkpoints/final/DONE", b"")?;
+            hooks.manifest.status = "completed".into();
+            Finish::Completed
+        }
+        Outcome::Interrupted(step) => {
+            hooks.manifest.status = "interrupted".into();
+            tracing::warn!(
+                "stopped after step {step}; continue with --resume {}",
+                dir.root.display()
+            );
+            Finish::Interrupted(step)
+        }
+        Outcome::Diverged(step) => {
+            hooks.manifest.status = "diverged".into();
+            hooks.manifest.diverged_at = Some(step);
+            Finish::Diverged(step)
+        }
+    };
+    hooks.manifest.end_time = Some(chrono::Utc::now().to_rfc3339());
+    hooks.write_manifest()?;
+    let first = hooks.first.take();
     Ok(RunOutcome {
-        dir: dir.root,
-        steps: (first.as_ref().map_or(0, |f| f.0), last.0),
+        dir: dir.root.clone(),
+        finish,
+        steps: (first.as_ref().map_or(0, |f| f.0), hooks.last.0),
         first: first.map(|f| f.1).unwrap_or_default(),
-        last: last.1,
+        last: std::mem::take(&mut hooks.last.1),
     })
 }
 

@@ -1,20 +1,71 @@
 //! The training loop, in the style of Burn's custom-training-loop example: AdamW, linear warm-up
 //! then cosine decay, a fixed step budget, seeded data order. It knows nothing about sinks: it
-//! hands each logged step and each evaluation point to the caller.
+//! hands evaluations and checkpoints to `TrainHooks`, and it can start from a checkpoint.
+//!
+//! Reproducibility: Burn's RNG is reseeded from (seed, step) before every step and the data order
+//! is a function of the seed, so a run resumed from a checkpoint at step C computes the same
+//! steps after C as a run that never stopped (bit-identical on the CPU backend; see README).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
 use burn::grad_clipping::GradientClippingConfig;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
+use crate::checkpoint::scheduled;
 use crate::config::{Config, TrainConfig};
 use crate::data::rulegraph::{FactStream, KnowledgeBase, PROMPT_LEN};
 use crate::model::Gpt;
 use crate::progress::Progress;
+use crate::seed::derive_seed;
 use crate::sink::TrainRow;
+
+/// Why a checkpoint is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointReason {
+    Scheduled,
+    /// A stop was requested (SIGINT or SIGTERM).
+    Interrupted,
+    /// The loss went non-finite at the given step.
+    Diverged(usize),
+}
+
+/// What the loop hands its caller. Each call gets the train rows logged since the previous call
+/// to either hook, so no row is lost or written twice.
+pub trait TrainHooks {
+    /// At every evaluation step, step 0 included, with the model without autodiff.
+    fn evaluate(&mut self, step: usize, model: &Gpt, train_rows: &[TrainRow]) -> Result<()>;
+    /// At every checkpoint step, on a stop request and on divergence.
+    fn checkpoint(
+        &mut self,
+        step: usize,
+        model: &Gpt,
+        optimizer: &ModuleOptimizer,
+        train_rows: &[TrainRow],
+        reason: CheckpointReason,
+    ) -> Result<()>;
+}
+
+/// How the loop ended.
+pub enum Outcome {
+    Completed(Gpt),
+    /// Stopped by request after this step, with a checkpoint there.
+    Interrupted(usize),
+    /// The loss was non-finite at this step; the model before it was evaluated and checkpointed.
+    Diverged(usize),
+}
+
+/// Where training starts: a fresh model at step 0, or a checkpoint.
+pub struct Start {
+    pub step: usize,
+    pub model: Gpt,
+    pub optimizer: ModuleOptimizer,
+    /// Seconds of wall time already spent (continued in the train table).
+    pub wall_time: f64,
+}
 
 /// Linear warm-up to `lr` over `warmup_steps`, then cosine decay to `min_lr` at the last step.
 pub fn learning_rate(t: &TrainConfig, step: usize) -> f64 {
@@ -26,9 +77,11 @@ pub fn learning_rate(t: &TrainConfig, step: usize) -> f64 {
     t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
-/// Steps at which the probes run: 0, every `every` steps, and the last step.
-pub fn is_eval_step(step: usize, every: usize, last: usize) -> bool {
-    step == 0 || step % every == 0 || step == last
+/// Steps at which the probes run: 0, the configured schedule, and the last step.
+pub fn is_eval_step(config: &Config, step: usize) -> bool {
+    step == 0
+        || step == config.train.steps
+        || scheduled(step, config.probes.every, config.probes.log_spaced)
 }
 
 /// Tokens the model has been trained on after `step` steps.
@@ -36,56 +89,96 @@ pub fn tokens_seen(t: &TrainConfig, step: usize) -> i64 {
     (step * t.batch_size * PROMPT_LEN) as i64
 }
 
-/// Trains a fresh model; at every evaluation step, step 0 included, calls `on_eval` with the model
-/// without autodiff and the train rows logged since the previous call. Returns the trained model.
-pub fn train(
-    config: &Config,
-    kb: &KnowledgeBase,
-    device: &Device,
-    progress: &Progress,
-    mut on_eval: impl FnMut(usize, &Gpt, &[TrainRow]) -> Result<()>,
-) -> Result<Gpt> {
-    let t = &config.train;
+/// A fresh model and optimizer on the autodiff version of `device`, initialised from the seed.
+pub fn fresh_start(config: &Config, vocab_size: usize, device: &Device) -> Start {
     let device = device.clone().autodiff();
     device.seed(config.seed);
-    let mut model = config.model.init(kb.vocab_size(), &device);
-    let mut optimizer = AdamWConfig::new()
+    Start {
+        step: 0,
+        model: config.model.init(vocab_size, &device),
+        optimizer: optimizer(&config.train),
+        wall_time: 0.0,
+    }
+}
+
+/// AdamW as the config describes it, with no state yet.
+pub fn optimizer(t: &TrainConfig) -> ModuleOptimizer {
+    AdamWConfig::new()
         .with_beta_1(t.beta1 as f32)
         .with_beta_2(t.beta2 as f32)
         .with_weight_decay(t.weight_decay as f32)
         .with_grad_clipping(
             (t.grad_clip > 0.0).then(|| GradientClippingConfig::Norm(t.grad_clip as f32)),
         )
-        .init();
+        .init()
+}
+
+/// Trains from `start` to `train.steps`, or until `stop` is set or the loss diverges.
+pub fn train(
+    config: &Config,
+    kb: &KnowledgeBase,
+    device: &Device,
+    start: Start,
+    progress: &Progress,
+    stop: &AtomicBool,
+    hooks: &mut impl TrainHooks,
+) -> Result<Outcome> {
+    let t = &config.train;
+    let device = device.clone().autodiff();
+    let Start {
+        step: first,
+        mut model,
+        mut optimizer,
+        wall_time,
+    } = start;
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut stream = FactStream::new(kb.train.len(), config.seed);
-    let started = Instant::now();
+    for _ in 0..first {
+        stream.next_batch(t.batch_size);
+    }
+    let started = Instant::now() - std::time::Duration::from_secs_f64(wall_time);
+    let mut rows = Vec::new();
+    if first == 0 {
+        hooks.evaluate(0, &model.valid(), &rows)?;
+    }
+    progress.set_step(first);
 
-    let mut logged_rows = Vec::new();
-    on_eval(0, &model.valid(), &logged_rows)?;
-    let mut window = (Instant::now(), 0usize);
-    for step in 1..=t.steps {
+    let mut window = (Instant::now(), first);
+    for step in first + 1..=t.steps {
+        device.seed(derive_seed(config.seed, &format!("step/{step}")));
         let (inputs, targets) = batch(kb, &stream.next_batch(t.batch_size), &device);
         let logits = model.forward(inputs);
         let [b, len, vocab] = logits.dims();
         let loss = loss_fn.forward(logits.reshape([b * len, vocab]), targets.reshape([b * len]));
-        let logged = step % t.log_every == 0 || step == t.steps;
-        let loss_value = logged.then(|| loss.clone());
+        // Reading the loss every step waits for the device; it is what lets a NaN name its step.
+        let loss_value = loss.clone().into_scalar::<f32>() as f64;
+        if !loss_value.is_finite() {
+            let before = step - 1;
+            tracing::error!("the loss is {loss_value} at step {step}: stopping as diverged");
+            hooks.evaluate(before, &model.valid(), &rows)?;
+            rows.clear();
+            hooks.checkpoint(
+                before,
+                &model,
+                &optimizer,
+                &rows,
+                CheckpointReason::Diverged(step),
+            )?;
+            return Ok(Outcome::Diverged(step));
+        }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let lr = learning_rate(t, step);
         model = optimizer.step(lr, model, grads);
 
-        if let Some(loss) = loss_value {
-            // Reading the loss waits for the device, so the rate covers finished work.
-            let loss = loss.into_scalar::<f32>() as f64;
+        if step % t.log_every == 0 || step == t.steps {
             let tokens = ((step - window.1) * t.batch_size * PROMPT_LEN) as f64;
             let tokens_per_s = tokens / window.0.elapsed().as_secs_f64();
             window = (Instant::now(), step);
-            progress.train_step(step, loss, tokens_per_s);
-            logged_rows.push(TrainRow {
+            progress.train_step(step, loss_value, tokens_per_s);
+            rows.push(TrainRow {
                 step: step as i64,
                 tokens_seen: tokens_seen(t, step),
-                loss,
+                loss: loss_value,
                 lr,
                 tokens_per_s,
                 wall_time: started.elapsed().as_secs_f64(),
@@ -93,13 +186,27 @@ pub fn train(
         } else {
             progress.set_step(step);
         }
-        if is_eval_step(step, config.probes.every, t.steps) {
-            on_eval(step, &model.valid(), &logged_rows)?;
-            logged_rows.clear();
+        if is_eval_step(config, step) {
+            hooks.evaluate(step, &model.valid(), &rows)?;
+            rows.clear();
             window.0 = Instant::now();
         }
+        let stopping = stop.load(Ordering::SeqCst) && step < t.steps;
+        if scheduled(step, config.checkpoint.every, config.checkpoint.log_spaced) || stopping {
+            let reason = if stopping {
+                CheckpointReason::Interrupted
+            } else {
+                CheckpointReason::Scheduled
+            };
+            hooks.checkpoint(step, &model, &optimizer, &rows, reason)?;
+            rows.clear();
+            window.0 = Instant::now();
+        }
+        if stopping {
+            return Ok(Outcome::Interrupted(step));
+        }
     }
-    Ok(model.valid())
+    Ok(Outcome::Completed(model.valid()))
 }
 
 /// Inputs `BOS head relation` and their next tokens `head relation tail`, each `[batch, 3]`.
@@ -144,8 +251,15 @@ mod tests {
     }
 
     #[test]
-    fn evaluations_include_first_and_last_step() {
-        let steps: Vec<usize> = (0..=25).filter(|&s| is_eval_step(s, 10, 25)).collect();
+    fn evaluations_include_first_and_last_step_and_the_log_spaced_ones() {
+        let yaml = include_str!("../experiments/quickstart.yaml");
+        let mut config = Config::from_yaml(yaml, "q", &[]).unwrap();
+        config.train.steps = 25;
+        config.probes.every = 10;
+        let steps: Vec<usize> = (0..=25).filter(|&s| is_eval_step(&config, s)).collect();
         assert_eq!(steps, vec![0, 10, 20, 25]);
+        config.probes.log_spaced = true;
+        let steps: Vec<usize> = (0..=25).filter(|&s| is_eval_step(&config, s)).collect();
+        assert_eq!(steps, vec![0, 1, 2, 4, 8, 10, 20, 25]);
     }
 }

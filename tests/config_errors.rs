@@ -183,3 +183,172 @@ fn check_prints_the_resolved_config_with_overrides() {
     let config = Config::from_yaml(&printed, "printed", &[]).unwrap();
     assert_eq!(config.train.steps, 42);
 }
+
+/// Each malformed config, run through the CLI: exit code 2, a message naming the field (or the
+/// file), and no run directory.
+#[test]
+fn malformed_configs_exit_2_name_the_field_and_leave_nothing() {
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("malformed YAML", "name: [unclosed".into(), "invalid YAML"),
+        ("empty file", "".into(), "empty"),
+        (
+            "unknown top-level key",
+            format!("{GOOD}\ntrian: {{steps: 5}}\n"),
+            "trian",
+        ),
+        (
+            "unknown nested key",
+            GOOD.replace("  layers: 2", "  layerz: 2"),
+            "layerz",
+        ),
+        (
+            "wrong type",
+            GOOD.replace("steps: 3000", "steps: many"),
+            "train.steps",
+        ),
+        (
+            "wrong type in a list item",
+            GOOD.replace("levels: [0.1, 0.25, 0.5, 1.0]", "levels: lots"),
+            "probes.sets[2].levels",
+        ),
+        (
+            "negative size",
+            GOOD.replace("d_model: 128", "d_model: -4"),
+            "model.d_model",
+        ),
+        (
+            "zero layers",
+            GOOD.replace("layers: 2", "layers: 0"),
+            "model.layers",
+        ),
+        (
+            "heads do not divide d_model",
+            GOOD.replace("heads: 4", "heads: 3"),
+            "model.heads",
+        ),
+        (
+            "zero evaluation interval",
+            GOOD.replace("every: 100", "every: 0"),
+            "probes.every",
+        ),
+        (
+            "unknown metric",
+            GOOD.replace("metrics: [topk_energy@0.01,", "metrics: [sparsity,"),
+            "probes.metrics[0]",
+        ),
+        (
+            "metric parameter out of range",
+            GOOD.replace("metrics: [topk_energy@0.01,", "metrics: [topk_energy@2,"),
+            "probes.metrics[0]",
+        ),
+        (
+            "unknown shift family",
+            GOOD.replace("family: random", "family: noise"),
+            "probes.sets[3].family",
+        ),
+        (
+            "corruption level out of range",
+            GOOD.replace("levels: [0.1, 0.25, 0.5, 1.0]", "levels: [0.1, 1.5]"),
+            "probes.sets[2].levels[1]",
+        ),
+        (
+            "hop level outside the graph",
+            GOOD.replace("family: hops}", "family: hops, levels: [7]}"),
+            "probes.sets[1].levels[0]",
+        ),
+        (
+            "duplicate probe set name",
+            GOOD.replace("name: random, family", "name: id, family"),
+            "probes.sets[3].name",
+        ),
+        (
+            "min_lr above lr",
+            GOOD.replace("min_lr: 0.0002", "min_lr: 0.5"),
+            "train.min_lr",
+        ),
+        (
+            "max_hops below min_hops",
+            GOOD.replace("max_hops: 5", "max_hops: 1"),
+            "data.source.max_hops",
+        ),
+        (
+            "fraction above 1",
+            GOOD.replace("derived_train_fraction: 0.5", "derived_train_fraction: 1.5"),
+            "data.source.derived_train_fraction",
+        ),
+        (
+            "unknown device",
+            GOOD.replace("device: auto", "device: gpu"),
+            "device",
+        ),
+        (
+            "quantile out of range",
+            GOOD.replace("quantiles: [0.05,", "quantiles: [1.05,"),
+            "probes.quantiles[0]",
+        ),
+        (
+            "no checkpoints kept",
+            format!("{GOOD}\ncheckpoint: {{every: 10, keep_last: 0}}\n"),
+            "checkpoint.keep_last",
+        ),
+        (
+            "unknown data source",
+            GOOD.replace("kind: rulegraph", "kind: text"),
+            "data.source",
+        ),
+        (
+            "bad run name",
+            GOOD.replace("name: quickstart", "name: a/b"),
+            "name",
+        ),
+        (
+            "no held-out facts to probe",
+            GOOD.replace("derived_train_fraction: 0.5", "derived_train_fraction: 1.0"),
+            "probes.sets[1]",
+        ),
+    ];
+    assert!(cases.len() >= 20);
+    let dir = tempfile::tempdir().unwrap();
+    for (what, yaml, needle) in &cases {
+        assert_ne!(yaml.as_str(), GOOD, "{what}: the replacement did not apply");
+        let config = dir.path().join("bad.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let out = dir.path().join("runs");
+        let result = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+            .args([
+                "run",
+                config.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{what}: {stderr:?} does not name {needle:?}"
+        );
+        assert!(!out.exists(), "{what}: a run directory was created");
+    }
+
+    // An output directory that cannot be created: its parent is a file.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "").unwrap();
+    let result = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+        .args([
+            "run",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quickstart.yaml"),
+        ])
+        .args([
+            "--out",
+            blocker.join("runs").to_str().unwrap(),
+            "--set",
+            "train.steps=1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot create a run directory"), "{stderr}");
+}

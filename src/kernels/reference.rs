@@ -267,6 +267,23 @@ mod tests {
         assert!((m[Columns::EFF_RANK] - 1.0).abs() < 1e-8);
         assert_eq!(m[Columns::L0_MEAN_STD], 0.0);
         assert!(m[Columns::KURTOSIS].is_nan(), "a constant has no kurtosis");
+        let order = cols().moments_count();
+        assert!(m[order + Columns::GINI].abs() < 1e-12);
+        assert_eq!(m[order + Columns::MAX_OVER_MEDIAN], 1.0);
+        // k = max(1, floor(0.25 * 10)) = 2 of 10 equal entries.
+        assert!((m[order + Columns::ORDER_FIXED + 1] - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn order_statistics_follow_their_definitions_on_a_small_vector() {
+        // |h| sorted: 0, 1, 2, 3, 4; d = 5.
+        let m = row_metrics(&[3.0, -1.0, 0.0, 4.0, -2.0], &cols());
+        let order = cols().moments_count();
+        // gini = 2 (1*0 + 2*1 + 3*2 + 4*3 + 5*4) / (5 * 10) - 6/5 = 80/50 - 1.2 = 0.4.
+        assert!((m[order + Columns::GINI] - 0.4).abs() < 1e-12);
+        assert_eq!(m[order + Columns::MAX_OVER_MEDIAN], 2.0);
+        // k = max(1, floor(0.01 * 5)) = 1: 16 / 30.
+        assert!((m[order + Columns::ORDER_FIXED] - 16.0 / 30.0).abs() < 1e-12);
     }
 
     #[test]
