@@ -16,7 +16,7 @@ use crate::data::rulegraph::PROMPT_LEN;
 use crate::kernels::{self, across, reference};
 use crate::metrics::{Columns, MetricSpec, Position, SiteKind, effective_rank};
 use crate::model::{Gpt, Sites};
-use crate::sink::{DensityRow, QuantileRow, SampleRow};
+use crate::sink::{DensityRow, QuantileRow, RowKey, SampleRow};
 
 pub struct Evaluation {
     pub rows: Vec<DensityRow>,
@@ -177,20 +177,23 @@ pub fn evaluate(
                 results.push((*metric, (s.mean, s.std, s.n as i64), q));
             }
         }
+        let probe = &probes[m.probe];
+        let key = |metric: &MetricSpec| RowKey {
+            probe: probe.name.clone(),
+            shift_family: probe.family.name(),
+            shift_level: probe.level,
+            layer: m.layer,
+            site: m.site.clone(),
+            position: m.position.name(),
+            metric: metric.to_string(),
+        };
         if plan.per_sample {
-            let probe = &probes[m.probe];
             for metric in plan.metrics.iter().filter(|m| m.is_per_vector()) {
-                let c = cols.column(metric);
+                let (key, c) = (key(metric), cols.column(metric));
                 for (vector, values) in per_row.iter().enumerate() {
                     sample_rows.push(SampleRow {
-                        probe: probe.name.clone(),
-                        shift_family: probe.family.name(),
-                        shift_level: probe.level,
-                        layer: m.layer,
-                        site: m.site.clone(),
-                        position: m.position.name(),
+                        key: key.clone(),
                         vector: vector as i64,
-                        metric: metric.to_string(),
                         value: values[c],
                     });
                 }
@@ -198,34 +201,17 @@ pub fn evaluate(
         }
         // Rows in the config's metric order.
         results.sort_by_key(|(metric, _, _)| plan.metrics.iter().position(|m| m == metric));
-        let probe = &probes[m.probe];
         for (metric, (value, std, n), metric_quantiles) in results {
-            rows.push(DensityRow {
-                probe: probe.name.clone(),
-                shift_family: probe.family.name(),
-                shift_level: probe.level,
-                layer: m.layer,
-                site: m.site.clone(),
-                position: m.position.name(),
-                metric: metric.to_string(),
-                value,
-                std,
-                n,
-            });
+            let key = key(&metric);
             for (&quantile, value) in plan.quantiles.iter().zip(metric_quantiles) {
                 quantile_rows.push(QuantileRow {
-                    probe: probe.name.clone(),
-                    shift_family: probe.family.name(),
-                    shift_level: probe.level,
-                    layer: m.layer,
-                    site: m.site.clone(),
-                    position: m.position.name(),
-                    metric: metric.to_string(),
+                    key: key.clone(),
                     quantile,
                     value,
                     n,
                 });
             }
+            rows.push(DensityRow { key, value, std, n });
         }
     }
     for probe in probes {
@@ -233,13 +219,15 @@ pub fn evaluate(
         let n = probe.samples() as i64;
         for (metric, value, std) in [("answer_loss", v[0], v[1]), ("answer_acc", v[2], v[3])] {
             rows.push(DensityRow {
-                probe: probe.name.clone(),
-                shift_family: probe.family.name(),
-                shift_level: probe.level,
-                layer: layers as i32,
-                site: "logits".into(),
-                position: Position::Last.name(),
-                metric: metric.into(),
+                key: RowKey {
+                    probe: probe.name.clone(),
+                    shift_family: probe.family.name(),
+                    shift_level: probe.level,
+                    layer: layers as i32,
+                    site: "logits".into(),
+                    position: Position::Last.name(),
+                    metric: metric.into(),
+                },
                 value: value as f64,
                 std: std as f64,
                 n,

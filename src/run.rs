@@ -520,22 +520,23 @@ fn git_revision() -> Option<String> {
 pub fn summary_table(outcome: &RunOutcome, metric: &str) -> String {
     let pick = |rows: &[DensityRow], probe: &str, level: f64, site: &str, metric: &str| {
         rows.iter()
-            .find(|r| {
-                r.probe == probe
-                    && r.shift_level == level
-                    && r.site == site
-                    && r.position == "last"
-                    && r.metric == metric
+            .map(|r| (&r.key, r.value))
+            .find(|(k, _)| {
+                k.probe == probe
+                    && k.shift_level == level
+                    && k.site == site
+                    && k.position == "last"
+                    && k.metric == metric
             })
-            .map(|r| r.value)
+            .map(|(_, value)| value)
     };
     let mut keys: Vec<(String, f64)> = Vec::new();
-    for r in &outcome.last {
+    for k in outcome.last.iter().map(|r| &r.key) {
         if !keys
             .iter()
-            .any(|(p, l)| *p == r.probe && *l == r.shift_level)
+            .any(|(p, l)| *p == k.probe && *l == k.shift_level)
         {
-            keys.push((r.probe.clone(), r.shift_level));
+            keys.push((k.probe.clone(), k.shift_level));
         }
     }
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));

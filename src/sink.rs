@@ -32,9 +32,9 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-/// One aggregate of one metric, at one site and position, over one probe set.
+/// What one row of the density, quantiles and samples tables is about.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DensityRow {
+pub struct RowKey {
     pub probe: String,
     pub shift_family: &'static str,
     pub shift_level: f64,
@@ -42,6 +42,12 @@ pub struct DensityRow {
     pub site: String,
     pub position: &'static str,
     pub metric: String,
+}
+
+/// One aggregate of one metric, at one site and position, over one probe set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DensityRow {
+    pub key: RowKey,
     pub value: f64,
     pub std: f64,
     pub n: i64,
@@ -50,13 +56,7 @@ pub struct DensityRow {
 /// One quantile of one metric's per-vector values, at one site and position, over one probe set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantileRow {
-    pub probe: String,
-    pub shift_family: &'static str,
-    pub shift_level: f64,
-    pub layer: i32,
-    pub site: String,
-    pub position: &'static str,
-    pub metric: String,
+    pub key: RowKey,
     pub quantile: f64,
     pub value: f64,
     pub n: i64,
@@ -65,15 +65,9 @@ pub struct QuantileRow {
 /// One per-vector metric of one vector: what `probes.per_sample` writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleRow {
-    pub probe: String,
-    pub shift_family: &'static str,
-    pub shift_level: f64,
-    pub layer: i32,
-    pub site: String,
-    pub position: &'static str,
+    pub key: RowKey,
     /// The vector's index: the sample for `last`, sample * tokens + token for `all`.
     pub vector: i64,
-    pub metric: String,
     pub value: f64,
 }
 
@@ -88,74 +82,107 @@ pub struct TrainRow {
     pub wall_time: f64,
 }
 
+fn field(name: &str, data_type: DataType) -> Field {
+    Field::new(name, data_type, false)
+}
+
+/// `run_id`, `step` and, but for the samples table, `tokens_seen`.
+fn run_fields(tokens: bool) -> Vec<Field> {
+    let mut fields = vec![
+        field("run_id", DataType::Utf8),
+        field("step", DataType::Int64),
+    ];
+    if tokens {
+        fields.push(field("tokens_seen", DataType::Int64));
+    }
+    fields
+}
+
+/// The `RowKey` columns.
+fn key_fields() -> Vec<Field> {
+    vec![
+        field("probe", DataType::Utf8),
+        field("shift_family", DataType::Utf8),
+        field("shift_level", DataType::Float64),
+        field("layer", DataType::Int32),
+        field("site", DataType::Utf8),
+        field("position", DataType::Utf8),
+        field("metric", DataType::Utf8),
+    ]
+}
+
 /// The density table's columns, a public interface documented in the README.
 pub fn density_schema() -> Schema {
-    Schema::new(vec![
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("step", DataType::Int64, false),
-        Field::new("tokens_seen", DataType::Int64, false),
-        Field::new("probe", DataType::Utf8, false),
-        Field::new("shift_family", DataType::Utf8, false),
-        Field::new("shift_level", DataType::Float64, false),
-        Field::new("layer", DataType::Int32, false),
-        Field::new("site", DataType::Utf8, false),
-        Field::new("position", DataType::Utf8, false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-        Field::new("std", DataType::Float64, false),
-        Field::new("n", DataType::Int64, false),
-        Field::new("wall_time", DataType::Float64, false),
-    ])
+    let mut fields = run_fields(true);
+    fields.extend(key_fields());
+    fields.extend([
+        field("value", DataType::Float64),
+        field("std", DataType::Float64),
+        field("n", DataType::Int64),
+        field("wall_time", DataType::Float64),
+    ]);
+    Schema::new(fields)
 }
 
 /// The quantiles table's columns, a public interface documented in the README.
 pub fn quantiles_schema() -> Schema {
-    Schema::new(vec![
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("step", DataType::Int64, false),
-        Field::new("tokens_seen", DataType::Int64, false),
-        Field::new("probe", DataType::Utf8, false),
-        Field::new("shift_family", DataType::Utf8, false),
-        Field::new("shift_level", DataType::Float64, false),
-        Field::new("layer", DataType::Int32, false),
-        Field::new("site", DataType::Utf8, false),
-        Field::new("position", DataType::Utf8, false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("quantile", DataType::Float64, false),
-        Field::new("value", DataType::Float64, false),
-        Field::new("n", DataType::Int64, false),
-        Field::new("wall_time", DataType::Float64, false),
-    ])
+    let mut fields = run_fields(true);
+    fields.extend(key_fields());
+    fields.extend([
+        field("quantile", DataType::Float64),
+        field("value", DataType::Float64),
+        field("n", DataType::Int64),
+        field("wall_time", DataType::Float64),
+    ]);
+    Schema::new(fields)
 }
 
 /// The samples table's columns, a public interface documented in the README.
 pub fn samples_schema() -> Schema {
-    Schema::new(vec![
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("step", DataType::Int64, false),
-        Field::new("probe", DataType::Utf8, false),
-        Field::new("shift_family", DataType::Utf8, false),
-        Field::new("shift_level", DataType::Float64, false),
-        Field::new("layer", DataType::Int32, false),
-        Field::new("site", DataType::Utf8, false),
-        Field::new("position", DataType::Utf8, false),
-        Field::new("vector", DataType::Int64, false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-    ])
+    let mut fields = run_fields(false);
+    fields.extend(key_fields());
+    fields.extend([
+        field("vector", DataType::Int64),
+        field("value", DataType::Float64),
+    ]);
+    Schema::new(fields)
 }
 
 /// The train table's columns, a public interface documented in the README.
 pub fn train_schema() -> Schema {
-    Schema::new(vec![
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("step", DataType::Int64, false),
-        Field::new("tokens_seen", DataType::Int64, false),
-        Field::new("loss", DataType::Float64, false),
-        Field::new("lr", DataType::Float64, false),
-        Field::new("tokens_per_s", DataType::Float64, false),
-        Field::new("wall_time", DataType::Float64, false),
-    ])
+    let mut fields = run_fields(true);
+    fields.extend([
+        field("loss", DataType::Float64),
+        field("lr", DataType::Float64),
+        field("tokens_per_s", DataType::Float64),
+        field("wall_time", DataType::Float64),
+    ]);
+    Schema::new(fields)
+}
+
+fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(values))
+}
+
+fn floats(values: impl Iterator<Item = f64>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter_values(values))
+}
+
+fn ints(values: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(values))
+}
+
+/// The `RowKey` columns of `keys`, in `key_fields` order.
+fn key_columns(keys: &[&RowKey]) -> Vec<ArrayRef> {
+    vec![
+        strings(keys.iter().map(|k| k.probe.as_str())),
+        strings(keys.iter().map(|k| k.shift_family)),
+        floats(keys.iter().map(|k| k.shift_level)),
+        Arc::new(Int32Array::from_iter_values(keys.iter().map(|k| k.layer))),
+        strings(keys.iter().map(|k| k.site.as_str())),
+        strings(keys.iter().map(|k| k.position)),
+        strings(keys.iter().map(|k| k.metric.as_str())),
+    ]
 }
 
 pub struct RunDir {
@@ -194,6 +221,18 @@ impl RunDir {
         write_atomic(&self.root.join(relative), bytes)
     }
 
+    /// `run_id`, `step` and (when given) `tokens_seen` for `n` rows.
+    fn run_columns(&self, n: usize, step: i64, tokens_seen: Option<i64>) -> Vec<ArrayRef> {
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![self.run_id.as_str(); n])),
+            Arc::new(Int64Array::from(vec![step; n])),
+        ];
+        if let Some(tokens) = tokens_seen {
+            columns.push(Arc::new(Int64Array::from(vec![tokens; n])));
+        }
+        columns
+    }
+
     pub fn write_density(
         &self,
         step: i64,
@@ -201,28 +240,15 @@ impl RunDir {
         wall_time: f64,
         rows: &[DensityRow],
     ) -> Result<PathBuf> {
-        let n = rows.len();
-        let column = |f: &dyn Fn(&DensityRow) -> &str| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
-        };
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(vec![self.run_id.as_str(); n])),
-            Arc::new(Int64Array::from(vec![step; n])),
-            Arc::new(Int64Array::from(vec![tokens_seen; n])),
-            column(&|r| &r.probe),
-            column(&|r| r.shift_family),
-            Arc::new(Float64Array::from_iter_values(
-                rows.iter().map(|r| r.shift_level),
-            )),
-            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.layer))),
-            column(&|r| &r.site),
-            column(&|r| r.position),
-            column(&|r| &r.metric),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.value))),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.std))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.n))),
-            Arc::new(Float64Array::from(vec![wall_time; n])),
-        ];
+        let keys: Vec<&RowKey> = rows.iter().map(|r| &r.key).collect();
+        let mut columns = self.run_columns(rows.len(), step, Some(tokens_seen));
+        columns.extend(key_columns(&keys));
+        columns.extend([
+            floats(rows.iter().map(|r| r.value)),
+            floats(rows.iter().map(|r| r.std)),
+            ints(rows.iter().map(|r| r.n)),
+            floats(rows.iter().map(|_| wall_time)),
+        ]);
         let batch = RecordBatch::try_new(Arc::new(density_schema()), columns)?;
         self.write_parquet(&format!("density/step-{step:06}/part-0.parquet"), &batch)
     }
@@ -234,75 +260,44 @@ impl RunDir {
         wall_time: f64,
         rows: &[QuantileRow],
     ) -> Result<PathBuf> {
-        let n = rows.len();
-        let column = |f: &dyn Fn(&QuantileRow) -> &str| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
-        };
-        let float = |f: &dyn Fn(&QuantileRow) -> f64| -> ArrayRef {
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(f)))
-        };
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(vec![self.run_id.as_str(); n])),
-            Arc::new(Int64Array::from(vec![step; n])),
-            Arc::new(Int64Array::from(vec![tokens_seen; n])),
-            column(&|r| &r.probe),
-            column(&|r| r.shift_family),
-            float(&|r| r.shift_level),
-            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.layer))),
-            column(&|r| &r.site),
-            column(&|r| r.position),
-            column(&|r| &r.metric),
-            float(&|r| r.quantile),
-            float(&|r| r.value),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.n))),
-            Arc::new(Float64Array::from(vec![wall_time; n])),
-        ];
+        let keys: Vec<&RowKey> = rows.iter().map(|r| &r.key).collect();
+        let mut columns = self.run_columns(rows.len(), step, Some(tokens_seen));
+        columns.extend(key_columns(&keys));
+        columns.extend([
+            floats(rows.iter().map(|r| r.quantile)),
+            floats(rows.iter().map(|r| r.value)),
+            ints(rows.iter().map(|r| r.n)),
+            floats(rows.iter().map(|_| wall_time)),
+        ]);
         let batch = RecordBatch::try_new(Arc::new(quantiles_schema()), columns)?;
         self.write_parquet(&format!("quantiles/step-{step:06}/part-0.parquet"), &batch)
     }
 
     pub fn write_samples(&self, step: i64, rows: &[SampleRow]) -> Result<PathBuf> {
-        let n = rows.len();
-        let column = |f: &dyn Fn(&SampleRow) -> &str| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
-        };
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(vec![self.run_id.as_str(); n])),
-            Arc::new(Int64Array::from(vec![step; n])),
-            column(&|r| &r.probe),
-            column(&|r| r.shift_family),
-            Arc::new(Float64Array::from_iter_values(
-                rows.iter().map(|r| r.shift_level),
-            )),
-            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.layer))),
-            column(&|r| &r.site),
-            column(&|r| r.position),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.vector))),
-            column(&|r| &r.metric),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.value))),
-        ];
+        let keys: Vec<&RowKey> = rows.iter().map(|r| &r.key).collect();
+        let mut columns = self.run_columns(rows.len(), step, None);
+        columns.extend(key_columns(&keys));
+        columns.extend([
+            ints(rows.iter().map(|r| r.vector)),
+            floats(rows.iter().map(|r| r.value)),
+        ]);
         let batch = RecordBatch::try_new(Arc::new(samples_schema()), columns)?;
         self.write_parquet(&format!("samples/step-{step:06}/part-0.parquet"), &batch)
     }
 
     /// Writes the train rows logged since the last call, named by the step they end at.
     pub fn write_train(&self, step: i64, rows: &[TrainRow]) -> Result<PathBuf> {
-        let n = rows.len();
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(vec![self.run_id.as_str(); n])),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.step))),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.tokens_seen),
-            )),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.loss))),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.lr))),
-            Arc::new(Float64Array::from_iter_values(
-                rows.iter().map(|r| r.tokens_per_s),
-            )),
-            Arc::new(Float64Array::from_iter_values(
-                rows.iter().map(|r| r.wall_time),
-            )),
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![self.run_id.as_str(); rows.len()])),
+            ints(rows.iter().map(|r| r.step)),
+            ints(rows.iter().map(|r| r.tokens_seen)),
         ];
+        columns.extend([
+            floats(rows.iter().map(|r| r.loss)),
+            floats(rows.iter().map(|r| r.lr)),
+            floats(rows.iter().map(|r| r.tokens_per_s)),
+            floats(rows.iter().map(|r| r.wall_time)),
+        ]);
         let batch = RecordBatch::try_new(Arc::new(train_schema()), columns)?;
         self.write_parquet(&format!("train/step-{step:06}/part-0.parquet"), &batch)
     }

@@ -288,8 +288,13 @@ fn malformed_configs_exit_2_name_the_field_and_leave_nothing() {
         ),
         (
             "no checkpoints kept",
-            format!("{GOOD}\ncheckpoint: {{every: 10, keep_last: 0}}\n"),
+            GOOD.replace("  keep_last: 2", "  keep_last: 0"),
             "checkpoint.keep_last",
+        ),
+        (
+            "duplicate key",
+            format!("{GOOD}\ncheckpoint: {{every: 10}}\n"),
+            "duplicate mapping key: checkpoint",
         ),
         (
             "unknown data source",

@@ -1,9 +1,13 @@
 //! Launches the WGSL kernels of `shaders/` on CubeCL's wgpu runtime.
+//!
+//! Every kernel is one `Wgsl`: its file, the values substituted into its `{{placeholders}}`, and
+//! whether it sorts. Its source is common.wgsl, then bitonic.wgsl when it sorts, then its own
+//! file; its compile-cache id covers the file and every substituted value.
 
 use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
 use burn::tensor::{DType, Shape};
 use burn_cubecl::cubecl::prelude::KernelId;
-use burn_cubecl::cubecl::server::KernelArguments;
+use burn_cubecl::cubecl::server::{Handle, KernelArguments};
 use burn_cubecl::cubecl::{CubeCount, CubeDim};
 use burn_cubecl::kernel::into_contiguous;
 
@@ -12,21 +16,13 @@ use crate::metrics::Columns;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const BITONIC: &str = include_str!("../../shaders/bitonic.wgsl");
+const ROW_MOMENTS: &str = include_str!("../../shaders/row_moments.wgsl");
+const ROW_ORDER: &str = include_str!("../../shaders/row_order.wgsl");
+const COLUMN_QUANTILES: &str = include_str!("../../shaders/column_quantiles.wgsl");
+const AGGREGATE: &str = include_str!("../../shaders/aggregate.wgsl");
 
-/// A kernel's source: common.wgsl, bitonic.wgsl where the kernel sorts, then its own file.
-fn shader(kernel: &str, wg: u32, sort: Option<bool>) -> SourceTemplate {
-    let mut source = SourceTemplate::new(COMMON).register("wg", wg.to_string());
-    if let Some(shared) = sort {
-        source = source
-            .add_template(BITONIC)
-            .register("shared", shared.to_string())
-            .register("shared_len", if shared { CACHE_LEN } else { 1 }.to_string());
-    }
-    source.add_template(kernel)
-}
-
-/// Rows up to this width are cached in workgroup memory (8 KiB of f32, well inside WebGPU's
-/// guaranteed 16 KiB together with the reduction buffer).
+/// Rows up to this width are cached (and sorted) in workgroup memory: 8 KiB of f32, well inside
+/// WebGPU's guaranteed 16 KiB together with the reduction buffer.
 const CACHE_LEN: usize = 2048;
 /// The most workgroups one dispatch dimension may hold (WebGPU's guaranteed limit).
 const MAX_GRID: usize = 65_535;
@@ -34,99 +30,34 @@ const MAX_GRID: usize = 65_535;
 /// fewer workgroups then loop over more rows each.
 const SCRATCH_BYTES: usize = 64 << 20;
 
-struct RowMomentsKernel {
+struct Wgsl {
+    /// Names the kernel in its id (the sources are compile-time constants).
+    name: &'static str,
+    source: &'static str,
     wg: u32,
-    n_abs: usize,
-    n_rel: usize,
-    cached: bool,
+    /// `Some(shared)` for a kernel that sorts: in workgroup memory or in global scratch.
+    sort: Option<bool>,
+    values: Vec<(&'static str, String)>,
 }
 
-impl KernelSource for RowMomentsKernel {
+impl KernelSource for Wgsl {
     fn source(&self) -> SourceTemplate {
-        shader(
-            include_str!("../../shaders/row_moments.wgsl"),
-            self.wg,
-            None,
-        )
-        .register("n_abs", self.n_abs.to_string())
-        .register("n_rel", self.n_rel.to_string())
-        .register("cached", self.cached.to_string())
-        .register(
-            "cache_len",
-            if self.cached { CACHE_LEN } else { 1 }.to_string(),
-        )
+        let mut source = SourceTemplate::new(COMMON).register("wg", self.wg.to_string());
+        if let Some(shared) = self.sort {
+            source = source
+                .add_template(BITONIC)
+                .register("shared", shared.to_string())
+                .register("shared_len", if shared { CACHE_LEN } else { 1 }.to_string());
+        }
+        let mut source = source.add_template(self.source);
+        for (name, value) in &self.values {
+            source = source.register(*name, value.clone());
+        }
+        source
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.wg, self.n_abs, self.n_rel, self.cached))
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
-
-struct RowOrderKernel {
-    wg: u32,
-    n_topk: usize,
-    shared: bool,
-}
-
-impl KernelSource for RowOrderKernel {
-    fn source(&self) -> SourceTemplate {
-        shader(
-            include_str!("../../shaders/row_order.wgsl"),
-            self.wg,
-            Some(self.shared),
-        )
-        .register("n_topk", self.n_topk.to_string())
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.wg, self.n_topk, self.shared))
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
-
-struct QuantilesKernel {
-    wg: u32,
-    nq: usize,
-    shared: bool,
-}
-
-impl KernelSource for QuantilesKernel {
-    fn source(&self) -> SourceTemplate {
-        shader(
-            include_str!("../../shaders/column_quantiles.wgsl"),
-            self.wg,
-            Some(self.shared),
-        )
-        .register("nq", self.nq.to_string())
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.wg, self.nq, self.shared))
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
-
-struct AggregateKernel {
-    wg: u32,
-}
-
-impl KernelSource for AggregateKernel {
-    fn source(&self) -> SourceTemplate {
-        shader(include_str!("../../shaders/aggregate.wgsl"), self.wg, None)
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info(self.wg)
+        KernelId::new::<Self>().info((self.name, self.wg, self.sort, self.values.clone()))
     }
 
     fn lang(&self) -> &'static str {
@@ -155,6 +86,21 @@ fn output(like: &CubeTensor, shape: Shape) -> CubeTensor {
     )
 }
 
+/// Launches `kernel` over a grid of `workgroups` with these buffers, bound in order
+/// (`@binding(0)`, `@binding(1)`, ...).
+fn launch(on: &CubeTensor, kernel: Wgsl, workgroups: (usize, usize), buffers: Vec<Handle>) {
+    let cube_dim = CubeDim::new_1d(kernel.wg);
+    on.client.launch(
+        Box::new(SourceKernel::new(kernel, cube_dim)),
+        CubeCount::Static(workgroups.0 as u32, workgroups.1 as u32, 1),
+        KernelArguments::new().with_buffers(buffers.into_iter().map(Handle::binding).collect()),
+    );
+}
+
+fn params(on: &CubeTensor, values: &[u32]) -> Handle {
+    on.client.create_from_slice(bytemuck::cast_slice(values))
+}
+
 impl DensityOps for CubeBackend {
     fn row_moments(x: CubeTensor, cols: Columns) -> CubeTensor {
         let x = f32_tensor(x);
@@ -164,28 +110,24 @@ impl DensityOps for CubeBackend {
             return out;
         }
         let grid_x = rows.min(MAX_GRID);
-        let grid_y = rows.div_ceil(MAX_GRID);
-        let mut params = vec![rows as u32, width as u32, grid_x as u32];
-        params.extend(cols.near_zero.iter().map(|e| e.to_bits()));
-        params.extend(cols.near_zero_rel.iter().map(|r| r.to_bits()));
-        let params = x.client.create_from_slice(bytemuck::cast_slice(&params));
-
-        let kernel = RowMomentsKernel {
+        let mut values = vec![rows as u32, width as u32, grid_x as u32];
+        values.extend(cols.near_zero.iter().map(|e| e.to_bits()));
+        values.extend(cols.near_zero_rel.iter().map(|r| r.to_bits()));
+        let cached = width <= CACHE_LEN;
+        let kernel = Wgsl {
+            name: "row_moments",
+            source: ROW_MOMENTS,
             wg: workgroup_size(width),
-            n_abs: cols.near_zero.len(),
-            n_rel: cols.near_zero_rel.len(),
-            cached: width <= CACHE_LEN,
+            sort: None,
+            values: vec![
+                ("n_abs", cols.near_zero.len().to_string()),
+                ("n_rel", cols.near_zero_rel.len().to_string()),
+                ("cached", cached.to_string()),
+                ("cache_len", if cached { CACHE_LEN } else { 1 }.to_string()),
+            ],
         };
-        let cube_dim = CubeDim::new_1d(kernel.wg);
-        x.client.launch(
-            Box::new(SourceKernel::new(kernel, cube_dim)),
-            CubeCount::Static(grid_x as u32, grid_y as u32, 1),
-            KernelArguments::new().with_buffers(vec![
-                x.handle.binding(),
-                out.handle.clone().binding(),
-                params.binding(),
-            ]),
-        );
+        let buffers = vec![x.handle.clone(), out.handle.clone(), params(&x, &values)];
+        launch(&x, kernel, (grid_x, rows.div_ceil(MAX_GRID)), buffers);
         out
     }
 
@@ -206,32 +148,28 @@ impl DensityOps for CubeBackend {
         let scratch = x
             .client
             .empty(if shared { 4 } else { workgroups * n_pad * 4 });
-        let mut params = vec![
+        let mut values = vec![
             rows as u32,
             width as u32,
             n_pad as u32,
             workgroups as u32,
             0,
         ];
-        params.extend(cols.topk_counts(width).into_iter().map(|k| k as u32));
-        let params = x.client.create_from_slice(bytemuck::cast_slice(&params));
-
-        let kernel = RowOrderKernel {
+        values.extend(cols.topk_counts(width).into_iter().map(|k| k as u32));
+        let kernel = Wgsl {
+            name: "row_order",
+            source: ROW_ORDER,
             wg: workgroup_size(n_pad),
-            n_topk: cols.topk.len(),
-            shared,
+            sort: Some(shared),
+            values: vec![("n_topk", cols.topk.len().to_string())],
         };
-        let cube_dim = CubeDim::new_1d(kernel.wg);
-        x.client.launch(
-            Box::new(SourceKernel::new(kernel, cube_dim)),
-            CubeCount::Static(workgroups as u32, 1, 1),
-            KernelArguments::new().with_buffers(vec![
-                x.handle.binding(),
-                out.handle.clone().binding(),
-                scratch.binding(),
-                params.binding(),
-            ]),
-        );
+        let buffers = vec![
+            x.handle.clone(),
+            out.handle.clone(),
+            scratch,
+            params(&x, &values),
+        ];
+        launch(&x, kernel, (workgroups, 1), buffers);
         out
     }
 
@@ -247,27 +185,22 @@ impl DensityOps for CubeBackend {
         let scratch = table
             .client
             .empty(if shared { 4 } else { cols * n_pad * 4 });
-        let mut params = vec![rows as u32, cols as u32, n_pad as u32];
-        params.extend(quantiles.iter().map(|q| q.to_bits()));
-        let params = table
-            .client
-            .create_from_slice(bytemuck::cast_slice(&params));
-        let kernel = QuantilesKernel {
+        let mut values = vec![rows as u32, cols as u32, n_pad as u32];
+        values.extend(quantiles.iter().map(|q| q.to_bits()));
+        let kernel = Wgsl {
+            name: "column_quantiles",
+            source: COLUMN_QUANTILES,
             wg: workgroup_size(n_pad),
-            nq: quantiles.len(),
-            shared,
+            sort: Some(shared),
+            values: vec![("nq", quantiles.len().to_string())],
         };
-        let cube_dim = CubeDim::new_1d(kernel.wg);
-        table.client.launch(
-            Box::new(SourceKernel::new(kernel, cube_dim)),
-            CubeCount::Static(cols as u32, 1, 1),
-            KernelArguments::new().with_buffers(vec![
-                table.handle.binding(),
-                out.handle.clone().binding(),
-                scratch.binding(),
-                params.binding(),
-            ]),
-        );
+        let buffers = vec![
+            table.handle.clone(),
+            out.handle.clone(),
+            scratch,
+            params(&table, &values),
+        ];
+        launch(&table, kernel, (cols, 1), buffers);
         out
     }
 
@@ -278,23 +211,20 @@ impl DensityOps for CubeBackend {
         if cols == 0 {
             return out;
         }
-        let params = [rows as u32, cols as u32];
-        let params = table
-            .client
-            .create_from_slice(bytemuck::cast_slice(&params));
-        let kernel = AggregateKernel {
+        let kernel = Wgsl {
+            name: "aggregate",
+            source: AGGREGATE,
             wg: workgroup_size(rows),
+            sort: None,
+            values: Vec::new(),
         };
-        let cube_dim = CubeDim::new_1d(kernel.wg);
-        table.client.launch(
-            Box::new(SourceKernel::new(kernel, cube_dim)),
-            CubeCount::Static(cols as u32, 1, 1),
-            KernelArguments::new().with_buffers(vec![
-                table.handle.binding(),
-                out.handle.clone().binding(),
-                params.binding(),
-            ]),
-        );
+        let values = [rows as u32, cols as u32];
+        let buffers = vec![
+            table.handle.clone(),
+            out.handle.clone(),
+            params(&table, &values),
+        ];
+        launch(&table, kernel, (cols, 1), buffers);
         out
     }
 }
