@@ -74,6 +74,18 @@ pub fn evaluate(
         .filter(|m| !m.is_per_vector())
         .copied()
         .collect();
+    // The across-vector read-backs, each once: the active-fraction statistics for each distinct
+    // eps (active_fraction@e and dead_fraction@e share them), and the covariance for rankme.
+    let across_read = |metric: &MetricSpec| match *metric {
+        MetricSpec::ActiveFraction(eps) | MetricSpec::DeadFraction(eps) => Some(eps),
+        _ => None,
+    };
+    let mut across_reads: Vec<Option<f64>> = Vec::new();
+    for read in across_metrics.iter().map(across_read) {
+        if !across_reads.contains(&read) {
+            across_reads.push(read);
+        }
+    }
     let mut transaction = Transaction::default();
     for m in &measured {
         if on_device {
@@ -87,12 +99,12 @@ pub fn evaluate(
             }
             transaction = transaction.register(kernels::aggregate(table.clone()));
             let valid = across::valid_rows(table);
-            for metric in &across_metrics {
-                transaction = transaction.register(match *metric {
-                    MetricSpec::ActiveFraction(eps) | MetricSpec::DeadFraction(eps) => {
+            for read in &across_reads {
+                transaction = transaction.register(match *read {
+                    Some(eps) => {
                         across::active_stats(m.vectors.clone(), valid.clone(), eps).reshape([1, 3])
                     }
-                    _ => across::covariance(m.vectors.clone(), valid.clone()),
+                    None => across::covariance(m.vectors.clone(), valid.clone()),
                 });
             }
         } else {
@@ -141,13 +153,18 @@ pub fn evaluate(
                 let stats = (s[0] as f64, s[1] as f64, s[2] as i64);
                 results.push((*metric, stats, q[c * nq..(c + 1) * nq].to_vec()));
             }
+            let reads: Vec<Vec<f32>> = across_reads.iter().map(|_| floats()).collect();
             for metric in &across_metrics {
-                let v = floats();
+                let at = across_reads
+                    .iter()
+                    .position(|r| *r == across_read(metric))
+                    .unwrap();
+                let v = &reads[at];
                 let stats = match *metric {
                     MetricSpec::ActiveFraction(_) => (v[0] as f64, v[1] as f64, finite_vectors),
                     MetricSpec::DeadFraction(_) => (v[2] as f64, f64::NAN, finite_vectors),
                     _ => {
-                        let cov: Vec<f64> = v.into_iter().map(f64::from).collect();
+                        let cov: Vec<f64> = v.iter().map(|&c| f64::from(c)).collect();
                         let rank = if finite_vectors > 1 {
                             effective_rank(&cov, width)
                         } else {
