@@ -222,8 +222,8 @@ fn sigkill_at_random_points_then_resume_matches_an_uninterrupted_run() {
     assert_eq!(kept, ["final", "step-000500", "step-003950", "step-004000"]);
 }
 
-#[test]
-fn sigint_writes_a_checkpoint_and_exits_130() {
+/// Starts a long run, waits for its first evaluation, sends `signal` and checks the stop.
+fn stop_with(signal: i32) {
     let tmp = tempfile::tempdir().unwrap();
     let config = write_config(tmp.path(), CONFIG);
     let out = tmp.path().join("runs");
@@ -237,7 +237,7 @@ fn sigint_writes_a_checkpoint_and_exits_130() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(child.id() as i32, signal) };
     let output = finish(child);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
@@ -256,6 +256,16 @@ fn sigint_writes_a_checkpoint_and_exits_130() {
     for name in ["density", "train"] {
         table(&run, name);
     }
+}
+
+#[test]
+fn sigint_writes_a_checkpoint_and_exits_130() {
+    stop_with(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_writes_a_checkpoint_and_exits_130() {
+    stop_with(libc::SIGTERM);
 }
 
 #[test]
