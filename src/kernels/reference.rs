@@ -1,6 +1,8 @@
 //! The f64 CPU reference: the metrics exactly as `metrics.rs` defines them, written for clarity
 //! rather than speed. Every WGSL kernel is tested against it, and `device: cpu` uses it.
 
+use rayon::prelude::*;
+
 use crate::metrics::{Columns, MetricSpec, Summary, effective_rank};
 
 /// Kurtosis is NaN when var(h / max|h|) is at most this: the spread is below f32 resolution.
@@ -105,9 +107,10 @@ fn order_statistics(a: &[f64], cols: &Columns, out: &mut [f64]) {
     }
 }
 
-/// Per-vector metrics of every row of a row-major `[rows, width]` matrix.
+/// Per-vector metrics of every row of a row-major `[rows, width]` matrix. Rows are independent,
+/// so they are computed in parallel; the result is in row order and the same on any core count.
 pub fn matrix_metrics(data: &[f32], width: usize, cols: &Columns) -> Vec<Vec<f64>> {
-    data.chunks(width)
+    data.par_chunks(width)
         .map(|row| row_metrics(row, cols))
         .collect()
 }
