@@ -15,18 +15,25 @@ fn nan() -> f32 {
     return bitcast<f32>(0x7fc00000u);
 }
 
-// Tree sum over the workgroup; every thread gets the total. Call from uniform control flow.
-fn reduce_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
+// Tree sums over aligned segments of `seg` threads (a power of two dividing WG): every thread
+// gets its segment's total. Call from uniform control flow, with the same `seg` everywhere.
+fn reduce_sum_segments(lid: u32, seg: u32, v: vec4<f32>) -> vec4<f32> {
     red[lid] = v;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
+    let t = lid % seg;
+    for (var s = seg / 2u; s > 0u; s = s / 2u) {
+        if (t < s) {
             red[lid] = red[lid] + red[lid + s];
         }
         workgroupBarrier();
     }
-    let r = red[0];
+    let r = red[lid - t];
     workgroupBarrier();
     return r;
+}
+
+// Tree sum over the workgroup; every thread gets the total. Call from uniform control flow.
+fn reduce_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
+    return reduce_sum_segments(lid, WG, v);
 }
 

@@ -1,20 +1,22 @@
 // row_moments.wgsl: every moment-type density metric of each activation vector, in one kernel.
 //
-// Prepended: common.wgsl (WG, red, is_nonfinite, nan, reduce_sum).
+// Prepended: common.wgsl (WG, red, is_nonfinite, nan, reduce_sum_segments).
 //
 // Layout and bindings (all storage, read_write as Burn's launcher declares them):
 //   @binding(0) x:      f32 [rows, width], row-major, one activation vector per row.
 //   @binding(1) out:    f32 [rows, COLS], row-major; COLS = 9 + N_ABS + N_REL, in the order of
-//                       `MomentColumns` (src/metrics.rs): nonfinite, l1, l2, hoyer,
+//                       `Columns` (src/metrics.rs): nonfinite, l1, l2, hoyer,
 //                       participation_ratio, eff_rank, eff_rank_l1, l0_mean_std, kurtosis,
 //                       near_zero@eps (N_ABS of them), near_zero_rel@r (N_REL of them).
-//   @binding(2) params: u32 [3 + N_ABS + N_REL]: rows, width, grid_x, then the thresholds as
-//                       f32 bit patterns.
+//   @binding(2) params: u32 [3 + N_ABS + N_REL]: rows, width, grid_x (workgroups in x), then the
+//                       thresholds as f32 bit patterns.
 //
-// One workgroup handles one row; the row index is rebuilt from a 2-D grid (wid.y * grid_x + wid.x)
-// so more than 65,535 rows fit in one dispatch. Its WG threads stride over the row four times;
-// when CACHED (width <= CACHE_LEN) the first pass copies the row into workgroup memory and the
-// later passes read it from there instead of global memory.
+// A workgroup of WG threads handles WG / SEG rows, one per aligned segment of SEG threads (SEG is
+// about width / 4, so narrow rows share a workgroup and its barriers instead of leaving threads
+// idle); the workgroup index is rebuilt from a 2-D grid (wid.y * grid_x + wid.x) so more than
+// 65,535 workgroups fit in one dispatch. A segment strides over its row four times; when CACHED
+// (the workgroup's rows fit in CACHE_LEN) the first pass copies the rows into workgroup memory and
+// the later passes read them from there instead of global memory.
 //   pass 1: max |h| and the count of non-finite entries (bit test: WGSL may assume no NaN/Inf,
 //           so `v != v` is not reliable).
 //   pass 2: with y = h / max|h| (so that h^4 neither overflows nor underflows in f32):
@@ -23,14 +25,18 @@
 //           entropies sum p ln(p + 1e-10) with p = y^2 / sum y^2, sum q ln q with
 //           q = |y| / sum |y| + 1e-10. Both are invariant to the scaling by max|h|.
 //   pass 4: counts: |y| > mean|y| + std|y| (l0_mean_std), |h| <= eps, |h| <= r * max|h|.
-// Thread 0 then finishes each metric (formulas in src/metrics.rs) and writes NaN where a metric
-// is undefined (zero norm, width 1 for hoyer, a constant row for kurtosis) or the row holds a
-// NaN/Inf. Barriers sit only in uniform control flow: every branch on data happens in thread 0.
+// Each segment's thread 0 then finishes its row's metrics (formulas in src/metrics.rs) and writes
+// NaN where a metric is undefined (zero norm, width 1 for hoyer, a constant row for kurtosis) or
+// the row holds a NaN/Inf. Barriers sit only in uniform control flow: every branch on data
+// happens in a segment's thread 0, and a segment past the last row computes nothing but still
+// takes part in every barrier.
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read_write> params: array<u32>;
 
+const SEG: u32 = {{seg}}u;
+const ROWS_PER_WG: u32 = WG / SEG;
 const N_ABS: u32 = {{n_abs}}u;
 const N_REL: u32 = {{n_rel}}u;
 const CACHED: bool = {{cached}};
@@ -46,19 +52,20 @@ const MIN_KURTOSIS_VAR: f32 = 1e-8;
 var<workgroup> shape: vec3<u32>;
 var<workgroup> cache: array<f32, CACHE_LEN>;
 
-// .x is reduced with max, .y with a sum.
+// .x is reduced with max, .y with a sum, over each segment.
 fn reduce_max_sum(lid: u32, v: vec2<f32>) -> vec2<f32> {
     red[lid] = vec4<f32>(v, 0.0, 0.0);
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
+    let t = lid % SEG;
+    for (var s = SEG / 2u; s > 0u; s = s / 2u) {
+        if (t < s) {
             let a = red[lid];
             let b = red[lid + s];
             red[lid] = vec4<f32>(max(a.x, b.x), a.y + b.y, 0.0, 0.0);
         }
         workgroupBarrier();
     }
-    let r = red[0].xy;
+    let r = red[lid - t].xy;
     workgroupBarrier();
     return r;
 }
@@ -78,20 +85,30 @@ fn main(
     let dims = workgroupUniformLoad(&shape);
     let rows = dims.x;
     let width = dims.y;
-    let row = wid.y * dims.z + wid.x;
-    if (row >= rows) {
+    let first_row = (wid.y * dims.z + wid.x) * ROWS_PER_WG;
+    if (first_row >= rows) {
         return;
     }
+    let g = lid / SEG;
+    let t = lid % SEG;
+    let row = first_row + g;
+    let in_range = row < rows;
+    // Past the last row, a segment strides over nothing.
+    var len = 0u;
+    if (in_range) {
+        len = width;
+    }
     let base = row * width;
+    let cbase = g * width;
     let d = f32(width);
 
     // Pass 1: max |h| and non-finite count; fill the cache.
     var amax = 0.0;
     var nonfinite = 0.0;
-    for (var j = lid; j < width; j = j + WG) {
+    for (var j = t; j < len; j = j + SEG) {
         let v = x[base + j];
         if (CACHED) {
-            cache[j] = v;
+            cache[cbase + j] = v;
         }
         if (is_nonfinite(v)) {
             nonfinite = nonfinite + 1.0;
@@ -108,16 +125,16 @@ fn main(
 
     // Pass 2: raw sums of y = h / max|h| (non-finite entries count as 0; such rows report NaN).
     var s = vec4<f32>(0.0);
-    for (var j = lid; j < width; j = j + WG) {
+    for (var j = t; j < len; j = j + SEG) {
         var v = 0.0;
-        if (CACHED) { v = cache[j]; } else { v = x[base + j]; }
+        if (CACHED) { v = cache[cbase + j]; } else { v = x[base + j]; }
         if (!is_nonfinite(v)) {
             let y = v * inv;
             let y2 = y * y;
             s = s + vec4<f32>(y, abs(y), y2, y2 * y2);
         }
     }
-    let sums = reduce_sum(lid, s);
+    let sums = reduce_sum_segments(lid, SEG, s);
     let mean_y = sums.x / d;
     let s1 = sums.y;
     let s2 = sums.z;
@@ -130,9 +147,9 @@ fn main(
     // Pass 3: central moments and entropies.
     var c = vec4<f32>(0.0);
     var ent_l1 = 0.0;
-    for (var j = lid; j < width; j = j + WG) {
+    for (var j = t; j < len; j = j + SEG) {
         var v = 0.0;
-        if (CACHED) { v = cache[j]; } else { v = x[base + j]; }
+        if (CACHED) { v = cache[cbase + j]; } else { v = x[base + j]; }
         if (!is_nonfinite(v)) {
             let y = v * inv;
             let dy = y - mean_y;
@@ -144,16 +161,16 @@ fn main(
             ent_l1 = ent_l1 + q * log(q);
         }
     }
-    let central = reduce_sum(lid, c);
-    let ent_l1_sum = reduce_sum(lid, vec4<f32>(ent_l1, 0.0, 0.0, 0.0)).x;
+    let central = reduce_sum_segments(lid, SEG, c);
+    let ent_l1_sum = reduce_sum_segments(lid, SEG, vec4<f32>(ent_l1, 0.0, 0.0, 0.0)).x;
     let std_a = sqrt(central.z / d);
     let l0_threshold = mean_a + std_a;
 
     // Pass 4: counts against thresholds.
     var counts: array<f32, COUNT_SLOTS>;
-    for (var j = lid; j < width; j = j + WG) {
+    for (var j = t; j < len; j = j + SEG) {
         var v = 0.0;
-        if (CACHED) { v = cache[j]; } else { v = x[base + j]; }
+        if (CACHED) { v = cache[cbase + j]; } else { v = x[base + j]; }
         if (!is_nonfinite(v)) {
             let a = abs(v);
             if (a * inv > l0_threshold) {
@@ -171,10 +188,11 @@ fn main(
             }
         }
     }
+    let writer = t == 0u && in_range;
     let o = row * COLS;
     for (var k = 0u; k < COUNT_SLOTS; k = k + 4u) {
-        let total = reduce_sum(lid, vec4<f32>(counts[k], counts[k + 1u], counts[k + 2u], counts[k + 3u]));
-        if (lid == 0u) {
+        let total = reduce_sum_segments(lid, SEG, vec4<f32>(counts[k], counts[k + 1u], counts[k + 2u], counts[k + 3u]));
+        if (writer) {
             for (var i = 0u; i < 4u; i = i + 1u) {
                 let slot = k + i;
                 if (slot == 0u) {
@@ -186,7 +204,7 @@ fn main(
         }
     }
 
-    if (lid != 0u) {
+    if (!writer) {
         return;
     }
     out[o + 1u] = s1 * max_a;

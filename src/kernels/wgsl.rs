@@ -24,6 +24,8 @@ const AGGREGATE: &str = include_str!("../../shaders/aggregate.wgsl");
 /// Rows up to this width are cached (and sorted) in workgroup memory: 8 KiB of f32, well inside
 /// WebGPU's guaranteed 16 KiB together with the reduction buffer.
 const CACHE_LEN: usize = 2048;
+/// The moments kernel's workgroup: 256 threads, split into one segment per row.
+const MOMENTS_WG: usize = 256;
 /// The most workgroups one dispatch dimension may hold (WebGPU's guaranteed limit).
 const MAX_GRID: usize = 65_535;
 /// The order kernel's global sort buffers (rows wider than CACHE_LEN) stay under this many bytes;
@@ -109,17 +111,23 @@ impl DensityOps for CubeBackend {
         if rows == 0 || width == 0 {
             return out;
         }
-        let grid_x = rows.min(MAX_GRID);
+        // A segment of about width / 4 threads per row, several narrow rows per workgroup: they
+        // share one chain of barriers instead of each leaving most of a workgroup idle.
+        let seg = (width.next_power_of_two() / 4).clamp(32, MOMENTS_WG);
+        let rows_per_wg = MOMENTS_WG / seg;
+        let workgroups = rows.div_ceil(rows_per_wg);
+        let grid_x = workgroups.min(MAX_GRID);
         let mut values = vec![rows as u32, width as u32, grid_x as u32];
         values.extend(cols.near_zero.iter().map(|e| e.to_bits()));
         values.extend(cols.near_zero_rel.iter().map(|r| r.to_bits()));
-        let cached = width <= CACHE_LEN;
+        let cached = rows_per_wg * width <= CACHE_LEN;
         let kernel = Wgsl {
             name: "row_moments",
             source: ROW_MOMENTS,
-            wg: workgroup_size(width),
+            wg: MOMENTS_WG as u32,
             sort: None,
             values: vec![
+                ("seg", seg.to_string()),
                 ("n_abs", cols.near_zero.len().to_string()),
                 ("n_rel", cols.near_zero_rel.len().to_string()),
                 ("cached", cached.to_string()),
@@ -127,7 +135,7 @@ impl DensityOps for CubeBackend {
             ],
         };
         let buffers = vec![x.handle.clone(), out.handle.clone(), params(&x, &values)];
-        launch(&x, kernel, (grid_x, rows.div_ceil(MAX_GRID)), buffers);
+        launch(&x, kernel, (grid_x, workgroups.div_ceil(MAX_GRID)), buffers);
         out
     }
 
