@@ -35,18 +35,20 @@ fn sync_sorted() {
     }
 }
 
-// log2(n) (log2(n) + 1) / 2 stages; in each, a thread compares and swaps the pairs (i, i ^ j)
-// with i < i ^ j that it owns, and a barrier ends the stage. Call from uniform control flow,
-// after the values are stored and synced.
-fn bitonic_sort(lid: u32, base: u32, n: u32) {
+// Sorts `total / n` runs of n values (n a power of two, the runs end to end from `base`), each
+// ascending: log2(n) (log2(n) + 1) / 2 stages; in each, a thread compares and swaps the pairs
+// (i, i ^ j) with i < i ^ j that it owns, and a barrier ends the stage. Pairs never cross a run
+// (j < n and runs are n-aligned); the last merge (k = n) is ascending in every run. Call from
+// uniform control flow, after the values are stored and synced.
+fn bitonic_sort(lid: u32, base: u32, n: u32, total: u32) {
     for (var k = 2u; k <= n; k = k << 1u) {
         for (var j = k >> 1u; j > 0u; j = j >> 1u) {
-            for (var i = lid; i < n; i = i + WG) {
+            for (var i = lid; i < total; i = i + WG) {
                 let l = i ^ j;
                 if (l > i) {
                     let a = load_sorted(base, i);
                     let b = load_sorted(base, l);
-                    if ((a > b) == ((i & k) == 0u)) {
+                    if ((a > b) == ((i & k) == 0u || k == n)) {
                         store_sorted(base, i, b);
                         store_sorted(base, l, a);
                     }

@@ -60,7 +60,7 @@ fn main(
     }
     let n = reduce_sum(lid, vec4<f32>(count, 0.0, 0.0, 0.0)).x;
     sync_sorted();
-    bitonic_sort(lid, base, n_pad);
+    bitonic_sort(lid, base, n_pad, n_pad);
 
     if (lid == 0u) {
         for (var k = 0u; k < NQ; k = k + 1u) {

@@ -26,6 +26,8 @@ const AGGREGATE: &str = include_str!("../../shaders/aggregate.wgsl");
 const CACHE_LEN: usize = 2048;
 /// The moments kernel's workgroup: 256 threads, split into one segment per row.
 const MOMENTS_WG: usize = 256;
+/// The order kernel's workgroup: 256 threads, split into one segment per row it sorts.
+const ORDER_WG: usize = 256;
 /// The most workgroups one dispatch dimension may hold (WebGPU's guaranteed limit).
 const MAX_GRID: usize = 65_535;
 /// The order kernel's global sort buffers (rows wider than CACHE_LEN) stay under this many bytes;
@@ -148,8 +150,15 @@ impl DensityOps for CubeBackend {
         }
         let n_pad = width.next_power_of_two();
         let shared = n_pad <= CACHE_LEN;
+        // Narrow rows are sorted several to a workgroup (one network, fewer barriers per row);
+        // each keeps a segment of at least 32 threads for its sums.
+        let rows_per_wg = if shared {
+            (CACHE_LEN / n_pad).clamp(1, ORDER_WG / 32)
+        } else {
+            1
+        };
         let workgroups = if shared {
-            rows.min(MAX_GRID)
+            rows.div_ceil(rows_per_wg).min(MAX_GRID)
         } else {
             rows.min((SCRATCH_BYTES / (n_pad * 4)).max(1))
         };
@@ -167,9 +176,12 @@ impl DensityOps for CubeBackend {
         let kernel = Wgsl {
             name: "row_order",
             source: ROW_ORDER,
-            wg: workgroup_size(n_pad),
+            wg: ORDER_WG as u32,
             sort: Some(shared),
-            values: vec![("n_topk", cols.topk.len().to_string())],
+            values: vec![
+                ("n_topk", cols.topk.len().to_string()),
+                ("rows_per_wg", rows_per_wg.to_string()),
+            ],
         };
         let buffers = vec![
             x.handle.clone(),
