@@ -233,6 +233,13 @@ pub fn resume(run_dir: &Path, command_line: Vec<String>, stop: &AtomicBool) -> R
         }
         .into());
     }
+    if manifest.status == "completed" {
+        return Err(InputError::Other(format!(
+            "{} is a completed run: there is nothing to resume",
+            run_dir.display()
+        ))
+        .into());
+    }
     let prepared = prepare(&config)?;
     if prepared.device.backend != manifest.device.backend {
         tracing::warn!(

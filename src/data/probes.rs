@@ -85,16 +85,11 @@ pub fn build(config: &Config, kb: &KnowledgeBase) -> Result<Vec<ProbeSet>, Input
                         .copied()
                         .collect();
                     if pool.is_empty() {
-                        return Err(InputError::Fields {
-                            file: "config".into(),
-                            issues: vec![(
-                                format!("probes.sets[{i}]"),
-                                format!(
-                                    "no held-out {k}-hop facts exist (data.source.rules and \
-                                     derived_train_fraction leave none)"
-                                ),
-                            )],
-                        });
+                        return Err(InputError::Other(format!(
+                            "probes.sets[{i}] ({}): no held-out {k}-hop facts exist \
+                             (data.source.rules and derived_train_fraction leave none)",
+                            set.name
+                        )));
                     }
                     let facts = draw(
                         &pool,
