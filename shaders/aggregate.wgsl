@@ -1,6 +1,7 @@
 // aggregate.wgsl: mean, sample std and n of each per-vector metric over a probe set's vectors.
 //
-// Prepended: common.wgsl (WG, red, is_nonfinite, nan, reduce_sum).
+// Prepended: common.wgsl (WG, red, is_nonfinite, nan, reduce_sum), then table.wgsl (the table
+// binding and `valid`, which values take part).
 //
 // Layout and bindings (all storage, read_write as Burn's launcher declares them):
 //   @binding(0) m:      f32 [rows, cols], row-major: the per-vector table of row_moments.wgsl,
@@ -8,22 +9,15 @@
 //   @binding(1) out:    f32 [cols, 3], row-major: (mean, std, n) per column.
 //   @binding(2) params: u32 [2]: rows, cols.
 //
-// One workgroup handles one column (workgroup_id.x). A value takes part when it is finite (bit
-// test) and, outside column 0, when its vector's non-finite count is 0; column 0 itself is
-// averaged over every vector. Two passes over the column: the mean, then the sum of squared
-// deviations (stabler in f32 than sum of squares minus square of sum). std uses n - 1 and is NaN
-// for n < 2; mean is NaN for n = 0. n is exact in f32 up to 2^24 vectors.
+// One workgroup handles one column (workgroup_id.x), over the values `valid` admits. Two passes
+// over the column: the mean, then the sum of squared deviations (stabler in f32 than sum of
+// squares minus square of sum). std uses n - 1 and is NaN for n < 2; mean is NaN for n = 0. n is
+// exact in f32 up to 2^24 vectors.
 
-@group(0) @binding(0) var<storage, read_write> m: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read_write> params: array<u32>;
 
 var<workgroup> shape: vec2<u32>;
-
-fn valid(r: u32, col: u32, cols: u32) -> bool {
-    let v = m[r * cols + col];
-    return !is_nonfinite(v) && (col == 0u || m[r * cols] == 0.0);
-}
 
 @compute @workgroup_size({{wg}}, 1, 1)
 fn main(

@@ -1,7 +1,8 @@
 // column_quantiles.wgsl: the configured quantiles of each per-vector metric over a probe set's
 // vectors, with numpy's default ("linear") interpolation.
 //
-// Prepended: common.wgsl, then bitonic.wgsl (the sort buffer and the sort).
+// Prepended: common.wgsl, table.wgsl (the table binding and `valid`), then bitonic.wgsl (the
+// sort buffer and the sort).
 //
 // Layout and bindings (all storage, read_write as Burn's launcher declares them):
 //   @binding(0) m:       f32 [rows, cols], row-major: the per-vector table (column 0 holds each
@@ -18,18 +19,12 @@
 // Quantile q: pos = q (n - 1), value = s[floor(pos)] + frac(pos) (s[ceil(pos)] - s[floor(pos)]);
 // NaN when n = 0.
 
-@group(0) @binding(0) var<storage, read_write> m: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> params: array<u32>;
 
 const NQ: u32 = {{nq}}u;
 
 var<workgroup> dims: vec3<u32>;
-
-fn valid(r: u32, col: u32, cols: u32) -> bool {
-    let v = m[r * cols + col];
-    return !is_nonfinite(v) && (col == 0u || m[r * cols] == 0.0);
-}
 
 @compute @workgroup_size({{wg}}, 1, 1)
 fn main(

@@ -1,8 +1,9 @@
 //! Launches the WGSL kernels of `shaders/` on CubeCL's wgpu runtime.
 //!
-//! Every kernel is one `Wgsl`: its file, the values substituted into its `{{placeholders}}`, and
-//! whether it sorts. Its source is common.wgsl, then bitonic.wgsl when it sorts, then its own
-//! file; its compile-cache id covers the file and every substituted value.
+//! Every kernel is one `Wgsl`: its file, the shared preludes it needs and the values substituted
+//! into its `{{placeholders}}`. Its source is common.wgsl, its preludes (table.wgsl: the
+//! per-vector table and which of its values take part; bitonic.wgsl: the sort), then its own
+//! file; its compile-cache id covers the kernel and every substituted value.
 
 use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
 use burn::tensor::{DType, Shape};
@@ -16,6 +17,7 @@ use crate::metrics::Columns;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const BITONIC: &str = include_str!("../../shaders/bitonic.wgsl");
+const TABLE: &str = include_str!("../../shaders/table.wgsl");
 const ROW_MOMENTS: &str = include_str!("../../shaders/row_moments.wgsl");
 const ROW_ORDER: &str = include_str!("../../shaders/row_order.wgsl");
 const COLUMN_QUANTILES: &str = include_str!("../../shaders/column_quantiles.wgsl");
@@ -35,23 +37,20 @@ const MAX_GRID: usize = 65_535;
 const SCRATCH_BYTES: usize = 64 << 20;
 
 struct Wgsl {
-    /// Names the kernel in its id (the sources are compile-time constants).
+    /// Names the kernel in its id (its sources are compile-time constants).
     name: &'static str,
+    /// Shared sources between common.wgsl and the kernel's own, in order.
+    preludes: &'static [&'static str],
     source: &'static str,
     wg: u32,
-    /// `Some(shared)` for a kernel that sorts: in workgroup memory or in global scratch.
-    sort: Option<bool>,
     values: Vec<(&'static str, String)>,
 }
 
 impl KernelSource for Wgsl {
     fn source(&self) -> SourceTemplate {
         let mut source = SourceTemplate::new(COMMON).register("wg", self.wg.to_string());
-        if let Some(shared) = self.sort {
-            source = source
-                .add_template(BITONIC)
-                .register("shared", shared.to_string())
-                .register("shared_len", if shared { CACHE_LEN } else { 1 }.to_string());
+        for prelude in self.preludes {
+            source = source.add_template(*prelude);
         }
         let mut source = source.add_template(self.source);
         for (name, value) in &self.values {
@@ -61,12 +60,20 @@ impl KernelSource for Wgsl {
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.name, self.wg, self.sort, self.values.clone()))
+        KernelId::new::<Self>().info((self.name, self.wg, self.values.clone()))
     }
 
     fn lang(&self) -> &'static str {
         "wgsl"
     }
+}
+
+/// bitonic.wgsl's values: sort in workgroup memory (`shared`) or in global scratch.
+fn sort_values(shared: bool) -> [(&'static str, String); 2] {
+    [
+        ("shared", shared.to_string()),
+        ("shared_len", if shared { CACHE_LEN } else { 1 }.to_string()),
+    ]
 }
 
 /// A power-of-two workgroup size that is not much wider than the work it strides over.
@@ -125,9 +132,9 @@ impl DensityOps for CubeBackend {
         let cached = rows_per_wg * width <= CACHE_LEN;
         let kernel = Wgsl {
             name: "row_moments",
+            preludes: &[],
             source: ROW_MOMENTS,
             wg: MOMENTS_WG as u32,
-            sort: None,
             values: vec![
                 ("seg", seg.to_string()),
                 ("n_abs", cols.near_zero.len().to_string()),
@@ -175,13 +182,16 @@ impl DensityOps for CubeBackend {
         values.extend(cols.topk_counts(width).into_iter().map(|k| k as u32));
         let kernel = Wgsl {
             name: "row_order",
+            preludes: &[BITONIC],
             source: ROW_ORDER,
             wg: ORDER_WG as u32,
-            sort: Some(shared),
-            values: vec![
+            values: [
                 ("n_topk", cols.topk.len().to_string()),
                 ("rows_per_wg", rows_per_wg.to_string()),
-            ],
+            ]
+            .into_iter()
+            .chain(sort_values(shared))
+            .collect(),
         };
         let buffers = vec![
             x.handle.clone(),
@@ -209,10 +219,13 @@ impl DensityOps for CubeBackend {
         values.extend(quantiles.iter().map(|q| q.to_bits()));
         let kernel = Wgsl {
             name: "column_quantiles",
+            preludes: &[TABLE, BITONIC],
             source: COLUMN_QUANTILES,
             wg: workgroup_size(n_pad),
-            sort: Some(shared),
-            values: vec![("nq", quantiles.len().to_string())],
+            values: [("nq", quantiles.len().to_string())]
+                .into_iter()
+                .chain(sort_values(shared))
+                .collect(),
         };
         let buffers = vec![
             table.handle.clone(),
@@ -233,9 +246,9 @@ impl DensityOps for CubeBackend {
         }
         let kernel = Wgsl {
             name: "aggregate",
+            preludes: &[TABLE],
             source: AGGREGATE,
             wg: workgroup_size(rows),
-            sort: None,
             values: Vec::new(),
         };
         let values = [rows as u32, cols as u32];
