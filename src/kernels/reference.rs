@@ -189,19 +189,12 @@ pub fn across_vectors(
             let mean: Vec<f64> = (0..width)
                 .map(|i| rows.iter().map(|r| r[i] as f64).sum::<f64>() / n as f64)
                 .collect();
-            let mut cov = vec![0.0; width * width];
-            for r in &rows {
-                for i in 0..width {
-                    let di = r[i] as f64 - mean[i];
-                    for j in 0..width {
-                        cov[i * width + j] += di * (r[j] as f64 - mean[j]);
-                    }
-                }
-            }
-            cov.iter_mut().for_each(|c| *c /= (n as f64 - 1.0).max(1.0));
+            let centred = nalgebra::DMatrix::from_fn(n, width, |r, i| rows[r][i] as f64 - mean[i]);
+            // Symmetric, so its column-major storage reads as the row-major matrix.
+            let cov = centred.tr_mul(&centred) / (n as f64 - 1.0).max(1.0);
             Summary {
                 mean: if n > 1 {
-                    effective_rank(&cov, width)
+                    effective_rank(cov.as_slice(), width)
                 } else {
                     f64::NAN
                 },
