@@ -165,20 +165,13 @@ fn main() -> ExitCode {
 
 /// Prints the summary table of a run that ended, and turns its ending into the exit code.
 fn finish(outcome: RunOutcome) -> ExitCode {
-    let config = std::fs::read_to_string(outcome.dir.join("config.yaml"))
-        .ok()
-        .and_then(|yaml| Config::from_yaml(&yaml, "config.yaml", &[]).ok());
-    if let Some(config) = config.filter(|_| !outcome.last.is_empty()) {
-        // The paper's metric if it was measured, else Hoyer, else the first one.
-        let metric = ["topk_energy@0.05", "hoyer"]
-            .into_iter()
-            .find(|m| config.probes.metrics.iter().any(|x| x == m))
-            .unwrap_or(config.probes.metrics[0].as_str());
+    if !outcome.last.is_empty() {
         println!(
-            "\n{metric} of final.norm at the last prompt token, first and last evaluation \
-             (accuracy: the answer's, at the last):"
+            "\n{} of final.norm at the last prompt token, first and last evaluation \
+             (accuracy: the answer's, at the last):",
+            outcome.summary_metric
         );
-        print!("{}", run::summary_table(&outcome, metric));
+        print!("{}", run::summary_table(&outcome));
     }
     println!("results: {}", outcome.dir.display());
     match outcome.finish {

@@ -94,6 +94,9 @@ pub struct RunOutcome {
     pub last: Vec<DensityRow>,
     /// The steps of those evaluations.
     pub steps: (usize, usize),
+    /// The metric the summary table shows: the paper's (top-5% energy) if it was measured, else
+    /// Hoyer, else the first configured.
+    pub summary_metric: String,
 }
 
 /// Held for the whole run: a second process on the same directory is refused. An OS file lock,
@@ -503,9 +506,15 @@ fn drive(
     hooks.manifest.end_time = Some(chrono::Utc::now().to_rfc3339());
     hooks.write_manifest()?;
     let first = hooks.first.take();
+    let summary_metric = ["topk_energy@0.05", "hoyer"]
+        .into_iter()
+        .find(|m| config.probes.metrics.iter().any(|x| x == m))
+        .unwrap_or(config.probes.metrics[0].as_str())
+        .to_string();
     Ok(RunOutcome {
         dir: dir.root.clone(),
         finish,
+        summary_metric,
         steps: (first.as_ref().map_or(0, |f| f.0), hooks.last.0),
         first: first.map(|f| f.1).unwrap_or_default(),
         last: std::mem::take(&mut hooks.last.1),
@@ -524,7 +533,8 @@ fn git_revision() -> Option<String> {
 
 /// The end-of-run table: per probe set and level, a final-norm metric at the first and last
 /// evaluation (position `last`), with the answer accuracy beside it.
-pub fn summary_table(outcome: &RunOutcome, metric: &str) -> String {
+pub fn summary_table(outcome: &RunOutcome) -> String {
+    let metric = outcome.summary_metric.as_str();
     let pick = |rows: &[DensityRow], probe: &str, level: f64, site: &str, metric: &str| {
         rows.iter()
             .map(|r| (&r.key, r.value))

@@ -15,6 +15,23 @@ fn error_of(yaml: &str, overrides: &[&str]) -> String {
     }
 }
 
+/// `densitrace run CONFIG --out OUT`: its exit code and stderr.
+fn run_cli(config: &std::path::Path, out: &std::path::Path) -> (Option<i32>, String) {
+    let result = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+        .args([
+            "run",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    (
+        result.status.code(),
+        String::from_utf8_lossy(&result.stderr).into_owned(),
+    )
+}
+
 fn assert_names(message: &str, needles: &[&str]) {
     for n in needles {
         assert!(message.contains(n), "{message:?} does not mention {n:?}");
@@ -139,17 +156,8 @@ fn the_cli_exits_2_names_the_field_and_creates_no_run_directory() {
     let config = dir.path().join("bad.yaml");
     std::fs::write(&config, GOOD.replace("heads: 4", "heads: 3")).unwrap();
     let out = dir.path().join("runs");
-    let result = Command::new(env!("CARGO_BIN_EXE_densitrace"))
-        .args([
-            "run",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(result.status.code(), Some(2), "stderr: {stderr}");
+    let (code, stderr) = run_cli(&config, &out);
+    assert_eq!(code, Some(2), "stderr: {stderr}");
     assert!(
         stderr.contains("model.heads") && stderr.contains("bad.yaml"),
         "stderr: {stderr}"
@@ -319,17 +327,8 @@ fn malformed_configs_exit_2_name_the_field_and_leave_nothing() {
         let config = dir.path().join("bad.yaml");
         std::fs::write(&config, yaml).unwrap();
         let out = dir.path().join("runs");
-        let result = Command::new(env!("CARGO_BIN_EXE_densitrace"))
-            .args([
-                "run",
-                config.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&result.stderr);
-        assert_eq!(result.status.code(), Some(2), "{what}: {stderr}");
+        let (code, stderr) = run_cli(&config, &out);
+        assert_eq!(code, Some(2), "{what}: {stderr}");
         assert!(
             stderr.contains(needle),
             "{what}: {stderr:?} does not name {needle:?}"

@@ -152,6 +152,19 @@ fn assert_same_tables(a: &Path, b: &Path) {
     }
 }
 
+/// A completed 20-step run of CONFIG under `dir`.
+fn finished_run(dir: &Path) -> PathBuf {
+    let config = write_config(dir, CONFIG);
+    let out = dir.join("runs");
+    let output = finish(start(&config, &out, &["--set", "train.steps=20"]));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    run_dir(&out, "crash").unwrap()
+}
+
 fn manifest(run: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
 }
@@ -282,14 +295,7 @@ fn sigterm_writes_a_checkpoint_and_exits_130() {
 #[test]
 fn a_run_directory_in_use_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = write_config(tmp.path(), CONFIG);
-    let out = tmp.path().join("runs");
-    assert!(
-        finish(start(&config, &out, &["--set", "train.steps=20"]))
-            .status
-            .success()
-    );
-    let run = run_dir(&out, "crash").unwrap();
+    let run = finished_run(tmp.path());
     let held = File::options().write(true).open(run.join(".lock")).unwrap();
     held.lock().unwrap();
     let output = finish(resume(&run));
@@ -317,14 +323,7 @@ fn resume_refuses_what_is_not_a_run_or_was_edited() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a densitrace run directory"));
 
-    let config = write_config(tmp.path(), CONFIG);
-    let out = tmp.path().join("runs");
-    assert!(
-        finish(start(&config, &out, &["--set", "train.steps=20"]))
-            .status
-            .success()
-    );
-    let run = run_dir(&out, "crash").unwrap();
+    let run = finished_run(tmp.path());
     let before = std::fs::read_dir(run.join("density")).unwrap().count();
     let yaml = std::fs::read_to_string(run.join("config.yaml")).unwrap();
     std::fs::write(run.join("config.yaml"), yaml.replace("seed: 5", "seed: 6")).unwrap();
