@@ -72,13 +72,105 @@ pub enum DeviceChoice {
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     pub source: SourceConfig,
+    /// Defaults to `word` for the rule graph and the grammar, `byte` for text, jsonl and parquet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<TokenizerConfig>,
+    /// Fraction of the documents held out of training; probe sets are drawn from them. (The rule
+    /// graph holds out by `derived_train_fraction` instead.)
+    #[serde(default = "defaults::held_out")]
+    pub held_out: f64,
+    /// Tokens per training window; defaults to `model.seq_len`. A `length` probe at level x reads
+    /// x * context tokens, which must fit in `model.seq_len`. (The rule graph trains on its
+    /// 3-token prompts and ignores this.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<usize>,
 }
 
+/// Where documents come from. Paths are relative to the working directory; `run` records them
+/// as absolute paths in the run's config.yaml, so `--resume` works from anywhere.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
     /// The synthetic knowledge graph of SCIENCE.md (see `data::rulegraph`).
     Rulegraph(RuleGraphConfig),
+    /// A seeded Markov language with a shift knob (see `data::grammar`).
+    Grammar(GrammarConfig),
+    /// UTF-8 text: a file, a directory (every file under it) or a glob.
+    Text { path: String },
+    /// JSON Lines: one document per line, the string at `field`.
+    Jsonl { path: String, field: String },
+    /// Parquet: one document per row, the string column `column`.
+    Parquet { path: String, column: String },
+}
+
+impl SourceConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Rulegraph(_) => "rulegraph",
+            SourceConfig::Grammar(_) => "grammar",
+            SourceConfig::Text { .. } => "text",
+            SourceConfig::Jsonl { .. } => "jsonl",
+            SourceConfig::Parquet { .. } => "parquet",
+        }
+    }
+
+    /// The file path of a file-backed source.
+    pub fn path_mut(&mut self) -> Option<&mut String> {
+        match self {
+            SourceConfig::Text { path }
+            | SourceConfig::Jsonl { path, .. }
+            | SourceConfig::Parquet { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrammarConfig {
+    /// Distinct words (symbols) of the language.
+    pub symbols: usize,
+    /// Successors each symbol can be followed by, with Zipf weights 1, 1/2, 1/3, ...
+    pub branching: usize,
+    /// Documents generated, each `length` words.
+    pub documents: usize,
+    pub length: usize,
+}
+
+impl Default for GrammarConfig {
+    fn default() -> Self {
+        Self {
+            symbols: 256,
+            branching: 4,
+            documents: 400,
+            length: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TokenizerConfig {
+    /// One token per byte, plus BOS: accepts any input.
+    Byte,
+    /// One token per character seen in the training documents, plus BOS and an unknown token.
+    Char,
+    /// Byte-level BPE trained on the training documents (the `tokenizers` crate), saved in the
+    /// run directory as tokenizer.json.
+    Bpe { vocab_size: usize },
+    /// One token per whitespace-separated word of the training documents, plus BOS and unknown.
+    Word,
+}
+
+impl TokenizerConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TokenizerConfig::Byte => "byte",
+            TokenizerConfig::Char => "char",
+            TokenizerConfig::Bpe { .. } => "bpe",
+            TokenizerConfig::Word => "word",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +225,10 @@ pub struct ModelConfig {
     /// Learned position embeddings for this many positions: the longest input the model takes.
     pub seq_len: usize,
     pub dropout: f64,
+    /// Rows of the token embedding; defaults to the tokenizer's vocabulary. A vocabulary larger
+    /// than this is an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vocab_size: Option<usize>,
 }
 
 impl Default for ModelConfig {
@@ -145,6 +241,7 @@ impl Default for ModelConfig {
             activation: Activation::Gelu,
             seq_len: 16,
             dropout: 0.0,
+            vocab_size: None,
         }
     }
 }
@@ -194,7 +291,7 @@ pub struct ProbesConfig {
     /// dense measurement).
     #[serde(default)]
     pub log_spaced: bool,
-    /// Samples drawn for each probe set and level.
+    /// Samples drawn for each probe set and level (a set may override it).
     #[serde(default = "defaults::samples")]
     pub samples: usize,
     /// Site kinds to measure in every block (`resid_post`, `mlp.post`, `attn.out`) and after the
@@ -214,7 +311,7 @@ pub struct ProbesConfig {
     /// bootstrap intervals); reads back rows x metrics floats per site, position and probe set.
     #[serde(default)]
     pub per_sample: bool,
-    /// Probe vectors per forward pass; bounds device memory during evaluation.
+    /// Probe tokens per forward pass (samples x tokens); bounds device memory during evaluation.
     #[serde(default = "defaults::probe_batch")]
     pub batch_size: usize,
     pub sets: Vec<ProbeSetConfig>,
@@ -228,19 +325,42 @@ pub struct ProbeSetConfig {
     /// Shift levels; each becomes its own probe set. Defaults depend on the family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub levels: Option<Vec<f64>>,
+    /// The other source of a `domain` set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceConfig>,
+    /// Overrides `probes.samples` for this set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<usize>,
 }
 
-/// How a probe set departs from the training distribution; `shift_level` 0 is in-distribution.
+/// How a probe set departs from the training distribution. Each family's level is a number with
+/// a documented meaning (README, "Shift families"); the unshifted level gives the `none` set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ShiftFamily {
-    /// Facts seen in training.
+    /// In-distribution: training facts (rule graph) or held-out windows (other sources). Level 0.
     None,
-    /// Held-out deducible facts; the level is the number of relations the rule chains.
+    /// Rule graph: held-out deducible facts; the level is the number of relations the rule chains.
     Hops,
-    /// Training facts with each prompt token replaced by a random token with probability `level`.
+    /// Each token replaced by a different random token with probability `level`.
     TokenCorruption,
-    /// Prompts of uniformly random tokens (level 1).
+    /// Text: each character substituted, swapped, deleted or preceded by a digit string, with
+    /// probability `level`.
+    CharNoise,
+    /// As `char_noise`, on whitespace-separated words (the rule graph: on prompt tokens).
+    WordNoise,
+    /// Text: windows of `level` x the training context length.
+    Length,
+    /// Rule graph: multiple choice; the level is the number of options listed before the
+    /// question (one correct, the rest distractors).
+    Options,
+    /// Rule graph: the level is how many times a contradicting fact is stated before the question.
+    Conflict,
+    /// Windows of another source entirely (level 1).
+    Domain,
+    /// Grammar: a fraction `level` of the grammar's transition rows re-drawn.
+    GrammarShift,
+    /// Uniformly random tokens (level 1).
     Random,
 }
 
@@ -250,7 +370,22 @@ impl ShiftFamily {
             ShiftFamily::None => "none",
             ShiftFamily::Hops => "hops",
             ShiftFamily::TokenCorruption => "token_corruption",
+            ShiftFamily::CharNoise => "char_noise",
+            ShiftFamily::WordNoise => "word_noise",
+            ShiftFamily::Length => "length",
+            ShiftFamily::Options => "options",
+            ShiftFamily::Conflict => "conflict",
+            ShiftFamily::Domain => "domain",
+            ShiftFamily::GrammarShift => "grammar_shift",
             ShiftFamily::Random => "random",
+        }
+    }
+
+    /// The level of the unshifted data (`length`: one context; `options`: one option).
+    pub fn identity_level(self) -> f64 {
+        match self {
+            ShiftFamily::Length | ShiftFamily::Options => 1.0,
+            _ => 0.0,
         }
     }
 }
@@ -277,8 +412,11 @@ mod defaults {
     pub fn derived_train_fraction() -> f64 {
         0.5
     }
+    pub fn held_out() -> f64 {
+        0.1
+    }
     pub fn samples() -> usize {
-        256
+        512
     }
     pub fn probe_batch() -> usize {
         512
@@ -360,9 +498,44 @@ impl Config {
         serde_saphyr::to_string(self).expect("a typed config always serializes")
     }
 
-    pub fn rulegraph(&self) -> &RuleGraphConfig {
+    pub fn rulegraph(&self) -> Option<&RuleGraphConfig> {
         match &self.data.source {
-            SourceConfig::Rulegraph(rg) => rg,
+            SourceConfig::Rulegraph(rg) => Some(rg),
+            _ => None,
+        }
+    }
+
+    /// The tokenizer, with the source's default filled in.
+    pub fn tokenizer(&self) -> TokenizerConfig {
+        self.data.tokenizer.unwrap_or(match self.data.source {
+            SourceConfig::Rulegraph(_) | SourceConfig::Grammar(_) => TokenizerConfig::Word,
+            _ => TokenizerConfig::Byte,
+        })
+    }
+
+    /// Tokens per training window (the rule graph's prompts are 3 tokens).
+    pub fn context(&self) -> usize {
+        match self.data.source {
+            SourceConfig::Rulegraph(_) => crate::data::rulegraph::PROMPT_LEN,
+            _ => self.data.context.unwrap_or(self.model.seq_len),
+        }
+    }
+
+    /// Makes every relative source path absolute against `base`, so the recorded config does not
+    /// depend on the directory a later command runs in.
+    pub fn absolutize_paths(&mut self, base: &Path) {
+        let fix = |path: &mut String| {
+            if !Path::new(path.as_str()).is_absolute() {
+                *path = base.join(&*path).display().to_string();
+            }
+        };
+        if let Some(path) = self.data.source.path_mut() {
+            fix(path);
+        }
+        for set in &mut self.probes.sets {
+            if let Some(path) = set.source.as_mut().and_then(SourceConfig::path_mut) {
+                fix(path);
+            }
         }
     }
 
@@ -414,33 +587,44 @@ impl Config {
             ),
         );
 
-        let rg = self.rulegraph();
-        let p = "data.source";
+        validate_source(&self.data.source, "data.source", &mut check);
+        let d = &self.data;
         check(
-            rg.entities >= 2,
-            &format!("{p}.entities"),
-            "must be at least 2".into(),
+            d.held_out > 0.0 && d.held_out < 1.0,
+            "data.held_out",
+            "must be within (0, 1)".into(),
         );
+        if let Some(context) = d.context {
+            check(
+                context >= 2 && context <= self.model.seq_len,
+                "data.context",
+                format!("must be within 2..={} (model.seq_len)", self.model.seq_len),
+            );
+        }
+        let tokenizer = self.tokenizer();
+        let rulegraph = self.rulegraph().is_some();
         check(
-            rg.relations >= 1,
-            &format!("{p}.relations"),
-            "must be at least 1".into(),
+            !rulegraph || tokenizer == TokenizerConfig::Word,
+            "data.tokenizer",
+            "the rule graph's facts are words: only kind: word applies".into(),
         );
-        check(
-            rg.min_hops >= 2,
-            &format!("{p}.min_hops"),
-            "must be at least 2".into(),
-        );
-        check(
-            rg.max_hops >= rg.min_hops,
-            &format!("{p}.max_hops"),
-            format!("must be at least min_hops ({})", rg.min_hops),
-        );
-        check(
-            (0.0..=1.0).contains(&rg.derived_train_fraction),
-            &format!("{p}.derived_train_fraction"),
-            "must be within [0, 1]".into(),
-        );
+        if let TokenizerConfig::Bpe { vocab_size } = tokenizer {
+            check(
+                vocab_size >= 258,
+                "data.tokenizer.vocab_size",
+                "must be at least 258 (256 byte symbols, BOS and unknown)".into(),
+            );
+        }
+        if let Some(v) = self.model.vocab_size {
+            check(v >= 2, "model.vocab_size", "must be at least 2".into());
+            if let TokenizerConfig::Bpe { vocab_size } = tokenizer {
+                check(
+                    vocab_size <= v,
+                    "data.tokenizer.vocab_size",
+                    format!("{vocab_size} is larger than model.vocab_size ({v})"),
+                );
+            }
+        }
 
         let m = &self.model;
         check(m.layers >= 1, "model.layers", "must be at least 1".into());
@@ -453,12 +637,9 @@ impl Config {
         );
         check(m.d_ff >= 1, "model.d_ff", "must be at least 1".into());
         check(
-            m.seq_len >= crate::data::rulegraph::PROMPT_LEN,
+            m.seq_len >= self.context(),
             "model.seq_len",
-            format!(
-                "must be at least {} (the rule-graph prompt length)",
-                crate::data::rulegraph::PROMPT_LEN
-            ),
+            format!("must be at least {} (the training context)", self.context()),
         );
         check(
             (0.0..1.0).contains(&m.dropout),
@@ -570,13 +751,31 @@ impl Config {
                 format!("{q} is not within [0, 1]"),
             );
         }
+        issues.extend(self.validate_sets(&pr.sets, "probes.sets"));
+        issues
+    }
+
+    /// Problems with probe sets measured on this config's model and data: the config's own, or a
+    /// `densitrace probe` file's (`prefix` names where they are).
+    pub fn validate_sets(&self, sets: &[ProbeSetConfig], prefix: &str) -> Vec<(String, String)> {
+        let mut issues = Vec::new();
+        let mut check = |ok: bool, path: &str, message: String| {
+            if !ok {
+                issues.push((path.to_string(), message));
+            }
+        };
         check(
-            !pr.sets.is_empty(),
-            "probes.sets",
+            !sets.is_empty(),
+            prefix,
             "must hold at least one probe set".into(),
         );
-        for (i, set) in pr.sets.iter().enumerate() {
-            let path = format!("probes.sets[{i}]");
+        let source = self.data.source.kind();
+        let rg = self.rulegraph();
+        let text_like = rg.is_none();
+        let seq_len = self.model.seq_len;
+        let context = self.context();
+        for (i, set) in sets.iter().enumerate() {
+            let path = format!("{prefix}[{i}]");
             check(
                 !set.name.is_empty()
                     && set
@@ -589,52 +788,231 @@ impl Config {
                     set.name
                 ),
             );
-            if pr.sets[..i].iter().any(|other| other.name == set.name) {
+            if sets[..i].iter().any(|other| other.name == set.name) {
                 check(
                     false,
                     &format!("{path}.name"),
                     format!("{:?} is used twice", set.name),
                 );
             }
-            let levels = set.levels.as_deref().unwrap_or(&[]);
+            if let Some(n) = set.samples {
+                check(
+                    n >= 1,
+                    &format!("{path}.samples"),
+                    "must be at least 1".into(),
+                );
+            }
+            let family = set.family;
+            let name = family.name();
+            let fpath = format!("{path}.family");
+            // Which sources a family applies to.
+            let applies = match family {
+                ShiftFamily::Hops | ShiftFamily::Options | ShiftFamily::Conflict => !text_like,
+                ShiftFamily::CharNoise | ShiftFamily::Length | ShiftFamily::Domain => text_like,
+                ShiftFamily::GrammarShift => source == "grammar",
+                _ => true,
+            };
+            check(
+                applies,
+                &fpath,
+                format!("family {name} does not apply to data.source kind {source}"),
+            );
+            if family == ShiftFamily::Domain {
+                match &set.source {
+                    None => check(
+                        false,
+                        &format!("{path}.source"),
+                        "family domain needs a source, e.g. {kind: text, path: other/*.txt}".into(),
+                    ),
+                    Some(other) => {
+                        check(
+                            other.kind() != "rulegraph",
+                            &format!("{path}.source.kind"),
+                            "a domain source must be text, jsonl, parquet or grammar".into(),
+                        );
+                        validate_source(other, &format!("{path}.source"), &mut check);
+                    }
+                }
+            } else {
+                check(
+                    set.source.is_none(),
+                    &format!("{path}.source"),
+                    format!("only family domain takes a source, not {name}"),
+                );
+            }
             let lpath = format!("{path}.levels");
-            match set.family {
-                ShiftFamily::None | ShiftFamily::Random => check(
+            let levels = set.levels.as_deref().unwrap_or(&[]);
+            let each = |check: &mut dyn FnMut(bool, &str, String),
+                        ok: &dyn Fn(f64) -> bool,
+                        what: &str| {
+                for (j, &l) in levels.iter().enumerate() {
+                    check(
+                        ok(l),
+                        &format!("{lpath}[{j}]"),
+                        format!("{l} is not {what}"),
+                    );
+                }
+            };
+            let fraction = |l: f64| (0.0..=1.0).contains(&l);
+            match family {
+                ShiftFamily::None | ShiftFamily::Random | ShiftFamily::Domain => check(
                     set.levels.is_none(),
                     &lpath,
-                    format!("family {} takes no levels", set.family.name()),
+                    format!("family {name} takes no levels"),
                 ),
-                ShiftFamily::TokenCorruption => {
-                    check(
-                        set.levels.is_some() && !levels.is_empty(),
-                        &lpath,
-                        "token_corruption needs a list of fractions, e.g. [0.1, 0.5]".into(),
-                    );
-                    for (j, l) in levels.iter().enumerate() {
-                        check(
-                            *l > 0.0 && *l <= 1.0,
-                            &format!("{lpath}[{j}]"),
-                            format!("{l} is not a fraction in (0, 1]"),
+                ShiftFamily::Hops => {
+                    if let Some(rg) = rg {
+                        let (lo, hi) = (rg.min_hops as f64, rg.max_hops as f64);
+                        each(
+                            &mut check,
+                            &|l| l.fract() == 0.0 && l >= lo && l <= hi,
+                            &format!("a hop count in data.source's range {lo}..={hi}"),
                         );
                     }
                 }
-                ShiftFamily::Hops => {
-                    for (j, l) in levels.iter().enumerate() {
-                        check(
-                            l.fract() == 0.0
-                                && *l >= rg.min_hops as f64
-                                && *l <= rg.max_hops as f64,
-                            &format!("{lpath}[{j}]"),
-                            format!(
-                                "{l} is not a hop count in data.source's range {}..={}",
-                                rg.min_hops, rg.max_hops
+                _ => {
+                    check(
+                        !levels.is_empty(),
+                        &lpath,
+                        format!(
+                            "family {name} needs a list of levels, e.g. {}",
+                            match family {
+                                ShiftFamily::Length => "[1.5, 2, 4]",
+                                ShiftFamily::Options => "[2, 4, 8]",
+                                ShiftFamily::Conflict => "[1, 2, 3]",
+                                _ => "[0.05, 0.1, 0.2]",
+                            }
+                        ),
+                    );
+                    match family {
+                        ShiftFamily::Length => each(
+                            &mut check,
+                            &|l| {
+                                l > 0.0
+                                    && (l * context as f64).round() as usize >= 2
+                                    && (l * context as f64).round() as usize <= seq_len
+                            },
+                            &format!(
+                                "a multiple of data.context ({context}) within 2..={seq_len} \
+                                 tokens (model.seq_len)"
                             ),
-                        );
+                        ),
+                        ShiftFamily::Options => {
+                            let entities = rg.map_or(0, |rg| rg.entities) as f64;
+                            each(
+                                &mut check,
+                                &|l| {
+                                    l.fract() == 0.0
+                                        && l >= 1.0
+                                        && l <= entities
+                                        && 3 + l as usize <= seq_len
+                                },
+                                &format!(
+                                    "a whole number of options in 1..={entities}, with the \
+                                     3-token question fitting model.seq_len ({seq_len})"
+                                ),
+                            );
+                        }
+                        ShiftFamily::Conflict => each(
+                            &mut check,
+                            &|l| l.fract() == 0.0 && l >= 0.0 && 3 + 3 * l as usize <= seq_len,
+                            &format!(
+                                "a whole number of contradicting facts (3 tokens each) that fits \
+                                 model.seq_len ({seq_len}) with the question"
+                            ),
+                        ),
+                        _ => each(&mut check, &fraction, "a fraction in [0, 1]"),
                     }
                 }
             }
         }
         issues
+    }
+}
+
+/// The checks of one source's fields.
+fn validate_source(source: &SourceConfig, p: &str, check: &mut dyn FnMut(bool, &str, String)) {
+    match source {
+        SourceConfig::Rulegraph(rg) => {
+            check(
+                rg.entities >= 2,
+                &format!("{p}.entities"),
+                "must be at least 2".into(),
+            );
+            check(
+                rg.relations >= 1,
+                &format!("{p}.relations"),
+                "must be at least 1".into(),
+            );
+            check(
+                rg.min_hops >= 2,
+                &format!("{p}.min_hops"),
+                "must be at least 2".into(),
+            );
+            check(
+                rg.max_hops >= rg.min_hops,
+                &format!("{p}.max_hops"),
+                format!("must be at least min_hops ({})", rg.min_hops),
+            );
+            check(
+                (0.0..=1.0).contains(&rg.derived_train_fraction),
+                &format!("{p}.derived_train_fraction"),
+                "must be within [0, 1]".into(),
+            );
+        }
+        SourceConfig::Grammar(g) => {
+            check(
+                (2..=100_000).contains(&g.symbols),
+                &format!("{p}.symbols"),
+                "must be within 2..=100000".into(),
+            );
+            check(
+                g.branching >= 1 && g.branching <= g.symbols,
+                &format!("{p}.branching"),
+                format!("must be within 1..={} (symbols)", g.symbols),
+            );
+            check(
+                g.documents >= 2,
+                &format!("{p}.documents"),
+                "must be at least 2".into(),
+            );
+            check(
+                g.length >= 2,
+                &format!("{p}.length"),
+                "must be at least 2".into(),
+            );
+        }
+        SourceConfig::Text { path } => {
+            check(
+                !path.is_empty(),
+                &format!("{p}.path"),
+                "must not be empty".into(),
+            );
+        }
+        SourceConfig::Jsonl { path, field } => {
+            check(
+                !path.is_empty(),
+                &format!("{p}.path"),
+                "must not be empty".into(),
+            );
+            check(
+                !field.is_empty(),
+                &format!("{p}.field"),
+                "must not be empty".into(),
+            );
+        }
+        SourceConfig::Parquet { path, column } => {
+            check(
+                !path.is_empty(),
+                &format!("{p}.path"),
+                "must not be empty".into(),
+            );
+            check(
+                !column.is_empty(),
+                &format!("{p}.column"),
+                "must not be empty".into(),
+            );
+        }
     }
 }
 

@@ -2,19 +2,19 @@
 //! weights, as a float32 .npy file of shape [vectors, width], so anyone can recompute the metrics
 //! offline in numpy or PyTorch.
 //!
-//! The probe sets are rebuilt from the run's `config.yaml` and seed (they are deterministic), the
-//! weights come from `checkpoints/final/model.bpk`, and the forward pass runs on the CPU backend.
+//! The probe sets are the run's stored ones (`probes.json`, checked against the manifest's hash),
+//! the weights come from `checkpoints/final/model.bpk`, and the forward pass runs on the CPU
+//! backend.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::prelude::*;
 
-use crate::config::Config;
-use crate::data::{probes, rulegraph::KnowledgeBase};
 use crate::error::InputError;
 use crate::evaluate::{forward, named_sites, vectors_at};
 use crate::metrics::{Position, SiteKind};
+use crate::run::FinishedRun;
 use crate::sink::write_atomic;
 
 pub struct DumpRequest<'a> {
@@ -28,25 +28,8 @@ pub struct DumpRequest<'a> {
 
 /// Writes the vectors; returns their shape.
 pub fn dump(request: &DumpRequest) -> Result<[usize; 2]> {
-    let config_path = request.run_dir.join("config.yaml");
-    if !config_path.is_file() {
-        return Err(InputError::File {
-            file: request.run_dir.display().to_string(),
-            message: "not a run directory (no config.yaml)".into(),
-        }
-        .into());
-    }
-    let weights = request.run_dir.join("checkpoints/final/model.bpk");
-    if !request.run_dir.join("checkpoints/final/DONE").is_file() {
-        return Err(InputError::File {
-            file: weights.display().to_string(),
-            message: "the run has no complete final weights".into(),
-        }
-        .into());
-    }
-    let config = Config::load(&config_path, &[])?;
-    let kb = KnowledgeBase::generate(config.rulegraph(), config.seed);
-    let sets = probes::build(&config, &kb)?;
+    let run = FinishedRun::open(request.run_dir)?;
+    let (config, sets) = (&run.config, &run.probe_sets);
     let matching: Vec<_> = sets.iter().filter(|s| s.name == request.probe).collect();
     if matching.is_empty() {
         let names: Vec<&str> = config.probes.sets.iter().map(|s| s.name.as_str()).collect();
@@ -75,18 +58,14 @@ pub fn dump(request: &DumpRequest) -> Result<[usize; 2]> {
     };
 
     let device = Device::flex();
-    let model = config
-        .model
-        .init(kb.vocab_size(), &device)
-        .try_load_file(&weights)
-        .with_context(|| format!("loading {}", weights.display()))?;
+    let model = run.model(&device)?;
     let all_sites = [
         SiteKind::ResidPost,
         SiteKind::MlpPost,
         SiteKind::AttnOut,
         SiteKind::FinalNorm,
     ];
-    let (_, sites) = forward(&model, probe, config.probes.batch_size, &device);
+    let (_, _, sites) = forward(&model, probe, config.probes.batch_size, &device);
     let named = named_sites(sites, &all_sites, config.model.layers);
     let known: Vec<String> = named.iter().map(|(_, name, _)| name.clone()).collect();
     let acts = named

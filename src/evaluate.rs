@@ -1,5 +1,6 @@
 //! One evaluation: every probe set through the model, every site and position reduced to
-//! (mean, std, n) per metric, and the answer loss and accuracy of each probe set.
+//! (mean, std, n) per metric, and each probe set's next-token loss (with, where the set has them,
+//! the answer's loss and accuracy and the multiple-choice accuracy).
 //!
 //! On a wgpu device the activations never leave it: the WGSL kernels reduce each
 //! `[vectors, width]` site tensor to a `[columns, 3]` summary, and all summaries of the evaluation
@@ -12,7 +13,6 @@ use burn::tensor::activation::log_softmax;
 
 use crate::config::ProbePlan;
 use crate::data::probes::ProbeSet;
-use crate::data::rulegraph::PROMPT_LEN;
 use crate::kernels::{self, across, reference};
 use crate::metrics::{Columns, MetricSpec, Position, SiteKind, effective_rank};
 use crate::model::{Gpt, Sites};
@@ -49,8 +49,8 @@ pub fn evaluate(
     let mut measured = Vec::new();
     let mut answers = Vec::new();
     for (p, probe) in probes.iter().enumerate() {
-        let (logits, sites) = forward(model, probe, batch_size, device);
-        answers.push(answer_stats(logits, probe, device));
+        let (logits, losses, sites) = forward(model, probe, batch_size, device);
+        answers.push(answer_stats(logits, losses, probe, device));
         for (layer, site, acts) in named_sites(sites, &plan.sites, layers) {
             for &position in &plan.positions {
                 let vectors = vectors_at(&acts, position, probe.last_index());
@@ -234,7 +234,8 @@ pub fn evaluate(
     for probe in probes {
         let v = floats();
         let n = probe.samples() as i64;
-        for (metric, value, std) in [("answer_loss", v[0], v[1]), ("answer_acc", v[2], v[3])] {
+        for (i, metric) in answer_metrics(probe).into_iter().enumerate() {
+            let (value, std) = (v[2 * i], v[2 * i + 1]);
             rows.push(DensityRow {
                 key: RowKey {
                     probe: probe.name.clone(),
@@ -272,23 +273,34 @@ pub fn vectors_at(acts: &Tensor<3>, position: Position, last: usize) -> Tensor<2
     }
 }
 
-/// Runs a probe set through the model in batches; returns the last-position logits
-/// `[samples, vocab]` and each site's activations `[samples, tokens, width]`.
+/// Runs a probe set through the model in batches of about `batch_tokens` tokens; returns the
+/// last-position logits `[samples, vocab]`, each sample's mean next-token loss `[samples]`, and
+/// each site's activations `[samples, tokens, width]`.
 pub fn forward(
     model: &Gpt,
     probe: &ProbeSet,
-    batch_size: usize,
+    batch_tokens: usize,
     device: &Device,
-) -> (Tensor<2>, Sites) {
+) -> (Tensor<2>, Tensor<1>, Sites) {
+    let (len, last) = (probe.len, probe.last_index());
+    let per_batch = (batch_tokens / len).max(1);
     let mut logits = Vec::new();
+    let mut losses = Vec::new();
     let mut parts: Vec<Sites> = Vec::new();
-    let last = probe.last_index();
-    for chunk in probe.prompts.chunks(batch_size * PROMPT_LEN) {
-        let n = chunk.len() / PROMPT_LEN;
-        let tokens: Vec<i64> = chunk.iter().map(|&t| t as i64).collect();
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new(tokens, [n, PROMPT_LEN]), device);
-        let (l, sites) = model.forward_with_sites(tokens);
+    for chunk in probe.tokens.chunks(per_batch * (len + 1)) {
+        let n = chunk.len() / (len + 1);
+        let mut inputs = Vec::with_capacity(n * len);
+        let mut targets = Vec::with_capacity(n * len);
+        for sample in chunk.chunks(len + 1) {
+            inputs.extend(sample[..len].iter().map(|&t| t as i64));
+            targets.extend(sample[1..].iter().map(|&t| t as i64));
+        }
+        let inputs = Tensor::<2, Int>::from_data(TensorData::new(inputs, [n, len]), device);
+        let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [n, len, 1]), device);
+        let (l, sites) = model.forward_with_sites(inputs);
         let v = l.dims()[2];
+        let nll = -log_softmax(l.clone(), 2).gather(2, targets);
+        losses.push(nll.mean_dim(1).reshape([n]));
         logits.push(l.slice([0..n, last..last + 1, 0..v]).reshape([n, v]));
         parts.push(sites);
     }
@@ -306,7 +318,7 @@ pub fn forward(
             .into_iter()
             .next(),
     };
-    (Tensor::cat(logits, 0), sites)
+    (Tensor::cat(logits, 0), Tensor::cat(losses, 0), sites)
 }
 
 /// The configured sites with their layer index and full name, in a stable order.
@@ -344,13 +356,30 @@ pub fn named_sites(
     out
 }
 
-/// `[4]`: mean and sample std of the answer's cross-entropy, mean and std of accuracy.
-fn answer_stats(logits: Tensor<2>, probe: &ProbeSet, device: &Device) -> Tensor<1> {
+/// The logits-site metrics of a probe set, in the order `answer_stats` computes them:
+/// `next_token_loss` always; `answer_loss` and `answer_acc` for rule-graph answers; `choice_acc`
+/// for multiple choice.
+pub fn answer_metrics(probe: &ProbeSet) -> Vec<&'static str> {
+    let mut metrics = vec!["next_token_loss"];
+    if probe.has_answer {
+        metrics.extend(["answer_loss", "answer_acc"]);
+    }
+    if probe.options.is_some() {
+        metrics.push("choice_acc");
+    }
+    metrics
+}
+
+/// `[2 * answer_metrics(probe).len()]`: the mean and sample std over samples of each metric.
+/// Multiple choice picks the option with the lowest cross-entropy at the last position (options
+/// are single tokens, so length normalisation changes nothing).
+fn answer_stats(
+    logits: Tensor<2>,
+    losses: Tensor<1>,
+    probe: &ProbeSet,
+    device: &Device,
+) -> Tensor<1> {
     let n = probe.samples();
-    let answers: Vec<i64> = probe.answers.iter().map(|&t| t as i64).collect();
-    let answers = Tensor::<2, Int>::from_data(TensorData::new(answers, [n, 1]), device);
-    let loss = -log_softmax(logits.clone(), 1).gather(1, answers.clone());
-    let correct = logits.argmax(1).equal(answers).float();
     let stats = |x: Tensor<2>| {
         let x = x.reshape([n]);
         let std = if n > 1 {
@@ -360,5 +389,25 @@ fn answer_stats(logits: Tensor<2>, probe: &ProbeSet, device: &Device) -> Tensor<
         };
         Tensor::cat(vec![x.mean().reshape([1]), std], 0)
     };
-    Tensor::cat(vec![stats(loss), stats(correct)], 0)
+    let ints = |values: Vec<i64>, k: usize| {
+        Tensor::<2, Int>::from_data(TensorData::new(values, [n, k]), device)
+    };
+    let mut parts = vec![stats(losses.reshape([n, 1]))];
+    if probe.has_answer {
+        let answers = ints(
+            (0..n).map(|i| probe.sample(i)[probe.len] as i64).collect(),
+            1,
+        );
+        let loss = -log_softmax(logits.clone(), 1).gather(1, answers.clone());
+        let correct = logits.clone().argmax(1).equal(answers).float();
+        parts.extend([stats(loss), stats(correct)]);
+    }
+    if let (Some(options), Some(correct)) = (&probe.options, &probe.correct) {
+        let k = probe.option_count();
+        let options = ints(options.iter().map(|&t| t as i64).collect(), k);
+        let correct = ints(correct.iter().map(|&c| c as i64).collect(), 1);
+        let chosen = logits.gather(1, options).argmax(1);
+        parts.push(stats(chosen.equal(correct).float()));
+    }
+    Tensor::cat(parts, 0)
 }

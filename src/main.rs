@@ -168,7 +168,7 @@ fn finish(outcome: RunOutcome) -> ExitCode {
     if !outcome.last.is_empty() {
         println!(
             "\n{} of final.norm at the last prompt token, first and last evaluation \
-             (accuracy: the answer's, at the last):",
+             (loss: mean next-token loss; accuracy: multiple choice, else the answer's; both at the last):",
             outcome.summary_metric
         );
         print!("{}", run::summary_table(&outcome));

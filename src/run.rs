@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::{Config, ProbePlan};
-use crate::data::probes::ProbeSet;
-use crate::data::{probes, rulegraph::KnowledgeBase};
+use crate::data::Dataset;
+use crate::data::probes::{self, ProbeSet};
+use crate::data::tokenizer::Tokenizer;
 use crate::device::{self, AdapterSummary, RunDevice};
 use crate::error::InputError;
 use crate::evaluate::evaluate;
@@ -38,9 +39,13 @@ struct Manifest {
     /// A hash of config.yaml's text: `--resume` refuses a run whose config was edited.
     config_hash: String,
     device: DeviceRecord,
+    /// What the data source gave: documents or facts, tokens, the tokenizer.
+    data: String,
+    tokenizer: String,
     vocab_size: usize,
-    train_facts: usize,
-    held_out_facts: usize,
+    /// The content hash of probes.json: every later command checks it.
+    probes_hash: String,
+    probe_sets: Vec<ProbeRecord>,
     parameters: usize,
     start_time: String,
     end_time: Option<String>,
@@ -49,6 +54,33 @@ struct Manifest {
     diverged_at: Option<usize>,
     resumes: Vec<ResumeRecord>,
     evaluations: Vec<EvaluationRecord>,
+}
+
+/// One probe set as the manifest lists it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    pub name: String,
+    pub family: String,
+    pub level: f64,
+    pub samples: usize,
+    pub tokens: usize,
+    /// Bigram distance from the unshifted set (see `data::probes`).
+    pub distance: f64,
+}
+
+impl ProbeRecord {
+    pub fn of(sets: &[ProbeSet]) -> Vec<ProbeRecord> {
+        sets.iter()
+            .map(|s| ProbeRecord {
+                name: s.name.clone(),
+                family: s.family.name().into(),
+                level: s.level,
+                samples: s.samples(),
+                tokens: s.len,
+                distance: s.distance,
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -134,29 +166,147 @@ fn config_hash(yaml: &str) -> String {
 /// Everything a run needs that comes from its config, checked before the directory is touched.
 struct Prepared {
     device: RunDevice,
-    kb: KnowledgeBase,
+    data: Dataset,
     probe_sets: Vec<ProbeSet>,
     plan: ProbePlan,
 }
 
-fn prepare(config: &Config) -> Result<Prepared> {
+/// A new run's data and probe sets, or (with `run_dir`) an existing run's: its saved tokenizer
+/// and probe sets, never rebuilt.
+fn prepare(config: &Config, run_dir: Option<&Path>) -> Result<Prepared> {
     let device = device::select(config.device)?;
     tracing::info!("{}", device.reason);
-    let kb = KnowledgeBase::generate(config.rulegraph(), config.seed);
-    let probe_sets = probes::build(config, &kb)?;
-    tracing::info!(
-        "rule graph: {} training facts, {} held out, vocabulary {}; {} probe sets",
-        kb.train.len(),
-        kb.held_out.len(),
-        kb.vocab_size(),
-        probe_sets.len()
-    );
+    let (data, probe_sets) = match run_dir {
+        None => {
+            let data = Dataset::prepare(config, None)?;
+            let sets = probes::build(config, &config.probes.sets, &data)?;
+            (data, sets)
+        }
+        Some(dir) => load_data(config, dir)?,
+    };
+    tracing::info!("{}; {} probe sets", data.describe(), probe_sets.len());
     Ok(Prepared {
         plan: config.probe_plan(),
         device,
-        kb,
+        data,
         probe_sets,
     })
+}
+
+/// An existing run's data (its tokenizer reloaded) and its stored probe sets, checked against the
+/// manifest's hash.
+pub fn load_data(config: &Config, run_dir: &Path) -> Result<(Dataset, Vec<ProbeSet>)> {
+    let tokenizer = Tokenizer::load(&run_dir.join("tokenizer.json"))?;
+    let data = Dataset::prepare(config, Some(tokenizer))?;
+    let sets = load_probes(&run_dir.join("probes.json"), &read_probes_hash(run_dir)?)?;
+    Ok((data, sets))
+}
+
+fn read_probes_hash(run_dir: &Path) -> Result<String, InputError> {
+    manifest_field(run_dir, "probes_hash")?
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| InputError::File {
+            file: run_dir.join("manifest.json").display().to_string(),
+            message: "probes_hash is not a string".into(),
+        })
+}
+
+fn manifest_field(run_dir: &Path, field: &str) -> Result<serde_json::Value, InputError> {
+    let path = run_dir.join("manifest.json");
+    let bad = |message: String| InputError::File {
+        file: path.display().to_string(),
+        message,
+    };
+    let text = fs::read(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    match value.get_mut(field) {
+        Some(v) => Ok(v.take()),
+        None => Err(bad(format!("no {field}"))),
+    }
+}
+
+/// What later commands (`dump`, `probe`) need of a finished run: its config, its stored probe
+/// sets, the model's vocabulary size and the final weights' path.
+pub struct FinishedRun {
+    pub config: Config,
+    pub probe_sets: Vec<ProbeSet>,
+    pub vocab_size: usize,
+    pub weights: PathBuf,
+}
+
+impl FinishedRun {
+    pub fn open(run_dir: &Path) -> Result<FinishedRun> {
+        let config_path = run_dir.join("config.yaml");
+        if !config_path.is_file() {
+            return Err(InputError::File {
+                file: run_dir.display().to_string(),
+                message: "not a run directory (no config.yaml)".into(),
+            }
+            .into());
+        }
+        let weights = run_dir.join("checkpoints/final/model.bpk");
+        if !run_dir.join("checkpoints/final/DONE").is_file() {
+            return Err(InputError::File {
+                file: weights.display().to_string(),
+                message: "the run has no complete final weights".into(),
+            }
+            .into());
+        }
+        let config = Config::load(&config_path, &[])?;
+        let probe_sets = load_probes(&run_dir.join("probes.json"), &read_probes_hash(run_dir)?)?;
+        let vocab_size = manifest_field(run_dir, "vocab_size")?
+            .as_u64()
+            .ok_or_else(|| InputError::File {
+                file: run_dir.join("manifest.json").display().to_string(),
+                message: "vocab_size is not a number".into(),
+            })? as usize;
+        Ok(FinishedRun {
+            config,
+            probe_sets,
+            vocab_size,
+            weights,
+        })
+    }
+
+    /// The final weights, on `device`.
+    pub fn model(&self, device: &burn::prelude::Device) -> Result<Gpt> {
+        self.config
+            .model
+            .init(self.vocab_size, device)
+            .try_load_file(&self.weights)
+            .with_context(|| format!("loading {}", self.weights.display()))
+    }
+}
+
+/// Reads stored probe sets and checks their content against `hash`.
+pub fn load_probes(path: &Path, hash: &str) -> Result<Vec<ProbeSet>, InputError> {
+    let bad = |message: String| InputError::File {
+        file: path.display().to_string(),
+        message,
+    };
+    let text = fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let stored: probes::Stored =
+        serde_json::from_slice(&text).map_err(|e| bad(format!("not a probe file: {e}")))?;
+    let actual = probes::content_hash(&stored.sets);
+    if actual != hash || stored.hash != hash {
+        return Err(bad(format!(
+            "the probe sets' content hash is {actual}, the manifest records {hash}: the file was              changed after the run started"
+        )));
+    }
+    Ok(stored.sets)
+}
+
+/// Writes probe sets with their hash; returns the hash.
+pub fn save_probes(dir: &RunDir, name: &str, sets: &[ProbeSet]) -> Result<String> {
+    let hash = probes::content_hash(sets);
+    let stored = probes::Stored {
+        hash: hash.clone(),
+        sets: sets.to_vec(),
+    };
+    dir.write_atomic(name, serde_json::to_string(&stored)?.as_bytes())?;
+    Ok(hash)
 }
 
 fn device_record(d: &RunDevice) -> DeviceRecord {
@@ -174,7 +324,10 @@ pub fn run(
     command_line: Vec<String>,
     stop: &AtomicBool,
 ) -> Result<RunOutcome> {
-    let prepared = prepare(config)?;
+    let mut config = config.clone();
+    config.absolutize_paths(&std::env::current_dir()?);
+    let config = &config;
+    let prepared = prepare(config, None)?;
     let dir = RunDir::create(out, &config.name, config.seed).map_err(|e| {
         InputError::Other(format!(
             "cannot create a run directory under {}: {e}",
@@ -185,6 +338,11 @@ pub fn run(
     tracing::info!("run directory {}", dir.root.display());
     let yaml = config.to_yaml();
     dir.write_atomic("config.yaml", yaml.as_bytes())?;
+    dir.write_atomic(
+        "tokenizer.json",
+        prepared.data.tokenizer.to_json().as_bytes(),
+    )?;
+    let probes_hash = save_probes(&dir, "probes.json", &prepared.probe_sets)?;
     let manifest = Manifest {
         densitrace_version: env!("CARGO_PKG_VERSION").into(),
         git_revision: git_revision(),
@@ -193,9 +351,11 @@ pub fn run(
         seed: config.seed,
         config_hash: config_hash(&yaml),
         device: device_record(&prepared.device),
-        vocab_size: prepared.kb.vocab_size(),
-        train_facts: prepared.kb.train.len(),
-        held_out_facts: prepared.kb.held_out.len(),
+        data: prepared.data.describe(),
+        tokenizer: prepared.data.tokenizer.kind().into(),
+        vocab_size: prepared.data.vocab_size,
+        probes_hash,
+        probe_sets: ProbeRecord::of(&prepared.probe_sets),
         parameters: 0,
         start_time: chrono::Utc::now().to_rfc3339(),
         end_time: None,
@@ -204,7 +364,7 @@ pub fn run(
         resumes: Vec::new(),
         evaluations: Vec::new(),
     };
-    let start = train::fresh_start(config, prepared.kb.vocab_size(), &prepared.device.device);
+    let start = train::fresh_start(config, prepared.data.vocab_size, &prepared.device.device);
     drive(config, &prepared, dir, manifest, start, stop)
 }
 
@@ -243,7 +403,7 @@ pub fn resume(run_dir: &Path, command_line: Vec<String>, stop: &AtomicBool) -> R
         ))
         .into());
     }
-    let prepared = prepare(&config)?;
+    let prepared = prepare(&config, Some(run_dir))?;
     if prepared.device.backend != manifest.device.backend {
         tracing::warn!(
             "the run started on {} and resumes on {}: results after the checkpoint will not match \
@@ -283,7 +443,7 @@ pub fn resume(run_dir: &Path, command_line: Vec<String>, stop: &AtomicBool) -> R
                 state.step
             );
             let fresh =
-                train::fresh_start(&config, prepared.kb.vocab_size(), &prepared.device.device);
+                train::fresh_start(&config, prepared.data.vocab_size, &prepared.device.device);
             let (model, optimizer) =
                 checkpoint::load(run_dir, state.step, fresh.model, fresh.optimizer)?;
             Start {
@@ -298,7 +458,7 @@ pub fn resume(run_dir: &Path, command_line: Vec<String>, stop: &AtomicBool) -> R
                 "{} has no checkpoint: starting it again from step 0",
                 run_dir.display()
             );
-            train::fresh_start(&config, prepared.kb.vocab_size(), &prepared.device.device)
+            train::fresh_start(&config, prepared.data.vocab_size, &prepared.device.device)
         }
     };
     drive(&config, &prepared, dir, manifest, start, stop)
@@ -389,7 +549,7 @@ impl TrainHooks for RunHooks<'_> {
             p.device.measures_on_device(),
         );
         let wall = self.wall_time();
-        let tokens = tokens_seen(&self.config.train, step);
+        let tokens = tokens_seen(self.config, step);
         let dir = self.dir;
         dir.write_density(step as i64, tokens, wall, &eval.rows)?;
         if !eval.quantile_rows.is_empty() {
@@ -469,7 +629,7 @@ fn drive(
     let progress = Progress::new(config.train.steps);
     let outcome = train::train(
         config,
-        &prepared.kb,
+        &prepared.data,
         &prepared.device.device,
         start,
         &progress,
@@ -558,24 +718,28 @@ pub fn summary_table(outcome: &RunOutcome) -> String {
     }
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     let mut out = format!(
-        "{:<12} {:>6}  {:>12} {:>12} {:>9}  {:>9}\n",
+        "{:<12} {:>6}  {:>12} {:>12} {:>9}  {:>9} {:>9}\n",
         "probe",
         "level",
         format!("step {}", outcome.steps.0),
         format!("step {}", outcome.steps.1),
         "change",
+        "loss",
         "accuracy"
     );
     for (probe, level) in keys {
         let a = pick(&outcome.first, &probe, level, "final.norm", metric);
         let b = pick(&outcome.last, &probe, level, "final.norm", metric);
         let change = a.zip(b).map(|(a, b)| b - a);
-        let acc = pick(&outcome.last, &probe, level, "logits", "answer_acc");
+        let loss = pick(&outcome.last, &probe, level, "logits", "next_token_loss");
+        let acc = pick(&outcome.last, &probe, level, "logits", "choice_acc")
+            .or_else(|| pick(&outcome.last, &probe, level, "logits", "answer_acc"));
         out.push_str(&format!(
-            "{probe:<12} {level:>6}  {:>12} {:>12} {:>9}  {:>9}\n",
+            "{probe:<12} {level:>6}  {:>12} {:>12} {:>9}  {:>9} {:>9}\n",
             fmt(a),
             fmt(b),
             change.map_or("-".into(), |c| format!("{c:+.4}")),
+            fmt(loss),
             fmt(acc)
         ));
     }

@@ -17,7 +17,7 @@ use burn::prelude::*;
 
 use crate::checkpoint::scheduled;
 use crate::config::{Config, TrainConfig};
-use crate::data::rulegraph::{FactStream, KnowledgeBase, PROMPT_LEN};
+use crate::data::{Batches, Dataset};
 use crate::model::Gpt;
 use crate::progress::Progress;
 use crate::seed::derive_seed;
@@ -85,8 +85,8 @@ pub fn is_eval_step(config: &Config, step: usize) -> bool {
 }
 
 /// Tokens the model has been trained on after `step` steps.
-pub fn tokens_seen(t: &TrainConfig, step: usize) -> i64 {
-    (step * t.batch_size * PROMPT_LEN) as i64
+pub fn tokens_seen(config: &Config, step: usize) -> i64 {
+    (step * config.train.batch_size * config.context()) as i64
 }
 
 /// A fresh model and optimizer on the autodiff version of `device`, initialised from the seed.
@@ -116,7 +116,7 @@ pub fn optimizer(t: &TrainConfig) -> ModuleOptimizer {
 /// Trains from `start` to `train.steps`, or until `stop` is set or the loss diverges.
 pub fn train(
     config: &Config,
-    kb: &KnowledgeBase,
+    data: &Dataset,
     device: &Device,
     start: Start,
     progress: &Progress,
@@ -132,10 +132,7 @@ pub fn train(
         wall_time,
     } = start;
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let mut stream = FactStream::new(kb.train.len(), config.seed);
-    for _ in 0..first {
-        stream.next_batch(t.batch_size);
-    }
+    let mut batches = Batches::new(data, config, first);
     let started = Instant::now() - std::time::Duration::from_secs_f64(wall_time);
     let mut rows = Vec::new();
     if first == 0 {
@@ -146,7 +143,7 @@ pub fn train(
     let mut window = (Instant::now(), first);
     for step in first + 1..=t.steps {
         device.seed(derive_seed(config.seed, &format!("step/{step}")));
-        let (inputs, targets) = batch(kb, &stream.next_batch(t.batch_size), &device);
+        let (inputs, targets) = batch(&mut batches, step, &device);
         let logits = model.forward(inputs);
         let [b, len, vocab] = logits.dims();
         let loss = loss_fn.forward(logits.reshape([b * len, vocab]), targets.reshape([b * len]));
@@ -171,13 +168,13 @@ pub fn train(
         model = optimizer.step(lr, model, grads);
 
         if step % t.log_every == 0 || step == t.steps {
-            let tokens = ((step - window.1) * t.batch_size * PROMPT_LEN) as f64;
+            let tokens = (tokens_seen(config, step) - tokens_seen(config, window.1)) as f64;
             let tokens_per_s = tokens / window.0.elapsed().as_secs_f64();
             window = (Instant::now(), step);
             progress.train_step(step, loss_value, tokens_per_s);
             rows.push(TrainRow {
                 step: step as i64,
-                tokens_seen: tokens_seen(t, step),
+                tokens_seen: tokens_seen(config, step),
                 loss: loss_value,
                 lr,
                 tokens_per_s,
@@ -209,22 +206,10 @@ pub fn train(
     Ok(Outcome::Completed(model.valid()))
 }
 
-/// Inputs `BOS head relation` and their next tokens `head relation tail`, each `[batch, 3]`.
-fn batch(
-    kb: &KnowledgeBase,
-    indices: &[usize],
-    device: &Device,
-) -> (Tensor<2, Int>, Tensor<2, Int>) {
-    let mut inputs = Vec::with_capacity(indices.len() * PROMPT_LEN);
-    let mut targets = Vec::with_capacity(indices.len() * PROMPT_LEN);
-    for &i in indices {
-        let fact = &kb.train[i];
-        let prompt = kb.prompt(fact);
-        inputs.extend(prompt.iter().map(|&t| t as i64));
-        targets.extend(prompt[1..].iter().map(|&t| t as i64));
-        targets.push(kb.answer(fact) as i64);
-    }
-    let shape = [indices.len(), PROMPT_LEN];
+/// The inputs and next-token targets of `step`, each `[batch, tokens]`.
+fn batch(batches: &mut Batches, step: usize, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+    let (inputs, targets, tokens) = batches.next(step);
+    let shape = [inputs.len() / tokens, tokens];
     (
         Tensor::from_data(TensorData::new(inputs, shape), device),
         Tensor::from_data(TensorData::new(targets, shape), device),

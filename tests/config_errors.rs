@@ -131,7 +131,25 @@ fn invalid_values_name_the_field_path() {
             &["probes.sets[1].name", "used twice"],
         ),
         ("device=gpu", &["device", "unknown variant"]),
-        ("data.source.kind=text", &["data.source", "unknown variant"]),
+        (
+            "data.source.kind=poetry",
+            &["data.source", "unknown variant"],
+        ),
+        (
+            "data.source.kind=text",
+            &[
+                "data.source",
+                "unknown field `derived_train_fraction`, expected `path`",
+            ],
+        ),
+        (
+            "probes.sets[0].family=char_noise",
+            &[
+                "probes.sets[0].family",
+                "does not apply to data.source kind rulegraph",
+            ],
+        ),
+        ("data.tokenizer.kind=bpe", &["data.tokenizer"]),
         ("data.source.max_hops=1", &["data.source.max_hops"]),
     ];
     for (set, needles) in cases {
@@ -306,7 +324,7 @@ fn malformed_configs_exit_2_name_the_field_and_leave_nothing() {
         ),
         (
             "unknown data source",
-            GOOD.replace("kind: rulegraph", "kind: text"),
+            GOOD.replace("kind: rulegraph", "kind: poems"),
             "data.source",
         ),
         (

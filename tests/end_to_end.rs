@@ -123,8 +123,9 @@ fn check_run(run: &Path, eval_steps: &[i64], backend: &str) {
     assert_eq!(names, expected);
 
     // Probe sets: id, hops levels 2 and 3, corrupt 0.5 = 4; sites: blocks.0.resid_post,
-    // blocks.0.mlp.post, final.norm = 3; positions 2; metrics 6; plus 2 answer rows per set.
-    let expected_rows = 4 * 3 * 2 * 6 + 4 * 2;
+    // blocks.0.mlp.post, final.norm = 3; positions 2; metrics 6; plus 3 logits rows per set
+    // (next_token_loss, answer_loss, answer_acc).
+    let expected_rows = 4 * 3 * 2 * 6 + 4 * 3;
     let schema = [
         ("run_id", DataType::Utf8),
         ("step", DataType::Int64),
@@ -280,7 +281,8 @@ fn a_wgpu_run_trains_and_measures_with_the_kernels() {
     assert!(manifest["device"]["adapter"]["name"].is_string());
     // Only summaries cross, never the activations. Per set, site and position: (9 + 1 columns) x
     // (mean, std, n and 5 quantiles) plus 3 active-fraction statistics; per set and position, the
-    // covariance of each site for rankme (widths 16, 32 and 16); 4 answer floats per set.
+    // covariance of each site for rankme (widths 16, 32 and 16); 6 logits floats per set (mean
+    // and std of next_token_loss, answer_loss, answer_acc).
     let per_measured = 10 * (3 + 5) + 3;
     let covariances = 2 * (16 * 16 + 32 * 32 + 16 * 16);
     let bytes = manifest["evaluations"][0]["readback_bytes"]
@@ -288,11 +290,11 @@ fn a_wgpu_run_trains_and_measures_with_the_kernels() {
         .unwrap();
     assert_eq!(
         bytes,
-        (4 * (3 * 2 * per_measured + covariances + 4) * 4) as u64
+        (4 * (3 * 2 * per_measured + covariances + 6) * 4) as u64
     );
     for path in density {
         let b = read(&path);
-        assert_eq!(b.num_rows(), 4 * 3 * 2 * 6 + 4 * 2);
+        assert_eq!(b.num_rows(), 4 * 3 * 2 * 6 + 4 * 3);
         let value = floats(&b, "value");
         assert!(value.iter().all(|v| v.unwrap().is_finite()));
     }

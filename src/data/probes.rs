@@ -1,126 +1,491 @@
-//! Probe sets: fixed, seeded prompts drawn once at run start and reused at every evaluation.
+//! Probe sets: fixed, seeded token sequences drawn once at run start, stored in the run directory
+//! (`probes.json`, with a content hash in the manifest) and reused unchanged at every evaluation.
 //!
-//! One `ProbeSet` per configured set and level:
-//! - `none` (level 0): training facts, the in-distribution reference.
-//! - `token_corruption` (level p): the same facts as `none`, each prompt token after BOS replaced
-//!   with probability p by another token drawn uniformly from the vocabulary (never BOS, never
-//!   the original token), so the expected fraction of replaced prompt tokens is exactly p. The
-//!   answer stays the original tail.
-//! - `hops` (level k): held-out deducible facts whose rule chains k relations.
-//! - `random` (level 1): prompts of uniformly random tokens after BOS.
+//! One `ProbeSet` per configured set and level. Each sample is a sequence of `len + 1` tokens: the
+//! model reads the first `len`, the next-token loss is scored against the last `len`, and the
+//! position measured as `last` is the last one read.
+//!
+//! Rule graph (`data.source.kind: rulegraph`), each sample `BOS head relation tail`:
+//! - `none` (0): training facts.
+//! - `hops` (k): held-out deducible facts whose rule chains k relations.
+//! - `token_corruption` (p): the `none` facts, each prompt token after BOS replaced with
+//!   probability p by a different token (never BOS); the answer stays.
+//! - `options` (k): k options (the answer and k - 1 distinct distractor entities, shuffled) listed
+//!   after BOS, then the question: `BOS o1..ok head relation tail`. Scored as multiple choice.
+//! - `conflict` (k): a contradicting fact `head relation wrong` stated k times before the question.
+//! - `random` (1): every prompt token after BOS uniformly random.
+//!
+//! Documents (text, jsonl, parquet, grammar): windows cut from the held-out text at seeded
+//! starts (just after a whitespace), `data.context + 1` tokens each:
+//! - `none` (0): the windows.
+//! - `token_corruption` (p), `random` (1): as above, on every token of the window.
+//! - `char_noise` / `word_noise` (p): the window's text noised (see `noise`) before tokenizing.
+//! - `length` (x): windows of round(x * context) + 1 tokens from the same starts.
+//! - `grammar_shift` (q): the held-out documents regenerated from the grammar with a fraction q
+//!   of its rows re-drawn, windows from the same starts.
+//! - `domain` (1): windows of another source, tokenized by the run's tokenizer.
+//!
+//! Every family at its identity level (0; 1 for `length`) reproduces the `none` set exactly.
+//! Each set records `distance`: the mean, over samples, of the fraction of a sample's token
+//! bigrams that do not occur in the same-index sample of the unshifted set (0 for identical
+//! samples, 1 when they share no bigram).
 
-use rand::{Rng, SeedableRng, seq::index};
+use std::collections::HashSet;
+
+use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ShiftFamily};
-use crate::data::rulegraph::{BOS, Fact, KnowledgeBase, PROMPT_LEN};
+use crate::config::{Config, ProbeSetConfig, ShiftFamily};
+use crate::data::rulegraph::{BOS, Fact, KnowledgeBase};
+use crate::data::tokenizer::Tokenizer;
+use crate::data::{Dataset, Documents, Kind, noise, source};
 use crate::error::InputError;
 use crate::seed::derive_seed;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeSet {
     pub name: String,
     pub family: ShiftFamily,
     pub level: f64,
-    /// Row-major `[samples, PROMPT_LEN]` prompt tokens.
-    pub prompts: Vec<u32>,
-    pub answers: Vec<u32>,
+    /// Tokens the model reads per sample.
+    pub len: usize,
+    /// Row-major `[samples, len + 1]`.
+    pub tokens: Vec<u32>,
+    /// Whether the last token is a rule-graph answer (scored as `answer_loss`, `answer_acc`).
+    pub has_answer: bool,
+    /// For multiple choice: each sample's options (single tokens), row-major `[samples, k]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<Vec<u32>>,
+    /// For multiple choice: the index of the correct option of each sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correct: Option<Vec<u32>>,
+    /// Bigram distance from the unshifted set (module docs).
+    pub distance: f64,
 }
 
 impl ProbeSet {
     pub fn samples(&self) -> usize {
-        self.answers.len()
+        self.tokens.len() / (self.len + 1)
     }
 
-    /// Index of the position measured as `last` in every prompt.
+    /// Index of the position measured as `last`.
     pub fn last_index(&self) -> usize {
-        PROMPT_LEN - 1
+        self.len - 1
     }
-}
 
-/// Every probe set of the config, in config order, levels ascending as given.
-pub fn build(config: &Config, kb: &KnowledgeBase) -> Result<Vec<ProbeSet>, InputError> {
-    let samples = config.probes.samples;
-    let id_facts = draw(&kb.train, samples, derive_seed(config.seed, "probes/id"));
-    let mut sets = Vec::new();
-    for (i, set) in config.probes.sets.iter().enumerate() {
-        let rng_for = |level: f64| {
-            ChaCha8Rng::seed_from_u64(derive_seed(
-                config.seed,
-                &format!("probes/{}/{}", set.name, level),
-            ))
-        };
-        let from_facts = |facts: &[Fact], level: f64| ProbeSet {
+    pub fn sample(&self, i: usize) -> &[u32] {
+        &self.tokens[i * (self.len + 1)..(i + 1) * (self.len + 1)]
+    }
+
+    /// Options per sample, for multiple choice.
+    pub fn option_count(&self) -> usize {
+        self.options
+            .as_ref()
+            .map_or(0, |o| o.len() / self.samples())
+    }
+
+    fn from_sequences(
+        set: &ProbeSetConfig,
+        level: f64,
+        sequences: Vec<Vec<u32>>,
+        has_answer: bool,
+    ) -> ProbeSet {
+        let len = sequences[0].len() - 1;
+        debug_assert!(sequences.iter().all(|s| s.len() == len + 1));
+        ProbeSet {
             name: set.name.clone(),
             family: set.family,
             level,
-            prompts: facts.iter().flat_map(|f| kb.prompt(f)).collect(),
-            answers: facts.iter().map(|f| kb.answer(f)).collect(),
-        };
-        match set.family {
-            ShiftFamily::None => sets.push(from_facts(&id_facts, 0.0)),
-            ShiftFamily::TokenCorruption => {
-                for &p in set.levels.as_deref().unwrap_or(&[]) {
-                    let mut probe = from_facts(&id_facts, p);
-                    corrupt(&mut probe.prompts, p, kb.vocab_size(), &mut rng_for(p));
-                    sets.push(probe);
+            len,
+            tokens: sequences.concat(),
+            has_answer,
+            options: None,
+            correct: None,
+            distance: 0.0,
+        }
+    }
+}
+
+/// What `probes.json` holds.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Stored {
+    pub hash: String,
+    pub sets: Vec<ProbeSet>,
+}
+
+/// A content hash of probe sets (their JSON), recorded in the manifest.
+pub fn content_hash(sets: &[ProbeSet]) -> String {
+    let json = serde_json::to_string(sets).expect("probe sets serialize");
+    format!("{:016x}", derive_seed(0, &json))
+}
+
+/// Every probe set of `sets`, in order, levels as given; `seed` is the run's seed.
+pub fn build(
+    config: &Config,
+    sets: &[ProbeSetConfig],
+    data: &Dataset,
+) -> Result<Vec<ProbeSet>, InputError> {
+    let samples_of = |set: &ProbeSetConfig| set.samples.unwrap_or(config.probes.samples);
+    let most = sets.iter().map(samples_of).max().unwrap_or(1);
+    let mut out = match &data.kind {
+        Kind::Facts(kb) => facts_sets(config, sets, kb, data.vocab_size)?,
+        Kind::Documents(docs) => document_sets(config, sets, docs, data, most)?,
+    };
+    // Each set keeps its own sample count (a prefix of the shared draw).
+    for (set, cfg) in out.iter_mut().zip(levels_of(config, sets)) {
+        let n = samples_of(cfg).min(set.samples());
+        set.tokens.truncate(n * (set.len + 1));
+        if let (Some(options), Some(correct)) = (&mut set.options, &mut set.correct) {
+            let k = options.len() / correct.len();
+            options.truncate(n * k);
+            correct.truncate(n);
+        }
+    }
+    Ok(out)
+}
+
+/// The config of each built set, level by level, in build order.
+fn levels_of<'a>(config: &Config, sets: &'a [ProbeSetConfig]) -> Vec<&'a ProbeSetConfig> {
+    sets.iter()
+        .flat_map(|s| std::iter::repeat_n(s, levels(config, s).len()))
+        .collect()
+}
+
+/// The levels a set expands to.
+pub fn levels(config: &Config, set: &ProbeSetConfig) -> Vec<f64> {
+    match (set.family, &set.levels) {
+        (ShiftFamily::None, _) => vec![0.0],
+        (ShiftFamily::Random | ShiftFamily::Domain, _) => vec![1.0],
+        (ShiftFamily::Hops, None) => {
+            let rg = config
+                .rulegraph()
+                .expect("validated: hops needs the rule graph");
+            (rg.min_hops..=rg.max_hops).map(|k| k as f64).collect()
+        }
+        (_, levels) => levels.clone().unwrap_or_default(),
+    }
+}
+
+fn rng_for(config: &Config, set: &ProbeSetConfig, level: f64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(derive_seed(
+        config.seed,
+        &format!("probes/{}/{level}", set.name),
+    ))
+}
+
+/// `n` items in a seeded order (all of them if there are fewer): a prefix of one shuffle, so a
+/// smaller sample is a prefix of a larger one.
+fn draw<T: Copy>(items: &[T], n: usize, seed: u64) -> Vec<T> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    order.into_iter().take(n).map(|i| items[i]).collect()
+}
+
+fn facts_sets(
+    config: &Config,
+    sets: &[ProbeSetConfig],
+    kb: &KnowledgeBase,
+    vocab: usize,
+) -> Result<Vec<ProbeSet>, InputError> {
+    let samples = sets
+        .iter()
+        .map(|s| s.samples.unwrap_or(config.probes.samples))
+        .max()
+        .unwrap_or(1);
+    let id_facts = draw(&kb.train, samples, derive_seed(config.seed, "probes/id"));
+    let id: Vec<Vec<u32>> = id_facts.iter().map(|f| kb.sequence(f)).collect();
+    let mut out = Vec::new();
+    for (i, set) in sets.iter().enumerate() {
+        for level in levels(config, set) {
+            let mut rng = rng_for(config, set, level);
+            let probe = match set.family {
+                ShiftFamily::None => ProbeSet::from_sequences(set, level, id.clone(), true),
+                ShiftFamily::TokenCorruption | ShiftFamily::Random => {
+                    let mut seqs = id.clone();
+                    for s in &mut seqs {
+                        let n = s.len() - 1;
+                        corrupt(&mut s[1..n], level, vocab, &mut rng);
+                    }
+                    ProbeSet::from_sequences(set, level, seqs, true)
                 }
-            }
-            ShiftFamily::Random => {
-                let mut probe = from_facts(&id_facts, 1.0);
-                corrupt(&mut probe.prompts, 1.0, kb.vocab_size(), &mut rng_for(1.0));
-                sets.push(probe);
-            }
-            ShiftFamily::Hops => {
-                let rg = config.rulegraph();
-                let levels: Vec<f64> = match &set.levels {
-                    Some(l) => l.clone(),
-                    None => (rg.min_hops..=rg.max_hops).map(|k| k as f64).collect(),
-                };
-                for k in levels {
+                ShiftFamily::Hops => {
                     let pool: Vec<Fact> = kb
                         .held_out
                         .iter()
-                        .filter(|f| f.hops as f64 == k)
+                        .filter(|f| f.hops as f64 == level)
                         .copied()
                         .collect();
                     if pool.is_empty() {
                         return Err(InputError::Other(format!(
-                            "probes.sets[{i}] ({}): no held-out {k}-hop facts exist \
+                            "probes.sets[{i}] ({}): no held-out {level}-hop facts exist \
                              (data.source.rules and derived_train_fraction leave none)",
                             set.name
                         )));
                     }
-                    let facts = draw(
-                        &pool,
-                        samples,
-                        derive_seed(config.seed, &format!("probes/{}/{k}", set.name)),
-                    );
-                    sets.push(from_facts(&facts, k));
+                    let seed = derive_seed(config.seed, &format!("probes/{}/{level}", set.name));
+                    let seqs = draw(&pool, samples, seed)
+                        .iter()
+                        .map(|f| kb.sequence(f))
+                        .collect();
+                    ProbeSet::from_sequences(set, level, seqs, true)
                 }
-            }
+                ShiftFamily::Options => {
+                    let k = level as usize;
+                    let (mut seqs, mut options, mut correct) = (Vec::new(), Vec::new(), Vec::new());
+                    for fact in &id_facts {
+                        let mut choices = vec![fact.tail];
+                        while choices.len() < k {
+                            let e = rng.random_range(0..kb.entities as u32);
+                            if !choices.contains(&e) {
+                                choices.push(e);
+                            }
+                        }
+                        choices.shuffle(&mut rng);
+                        let tokens: Vec<u32> =
+                            choices.iter().map(|&e| kb.entity_token(e)).collect();
+                        let mut seq = vec![BOS];
+                        seq.extend(&tokens);
+                        seq.extend(&kb.sequence(fact)[1..]);
+                        correct.push(choices.iter().position(|&e| e == fact.tail).unwrap() as u32);
+                        options.extend(tokens);
+                        seqs.push(seq);
+                    }
+                    let mut probe = ProbeSet::from_sequences(set, level, seqs, true);
+                    if k > 0 {
+                        probe.options = Some(options);
+                        probe.correct = Some(correct);
+                    }
+                    probe
+                }
+                ShiftFamily::Conflict => {
+                    let k = level as usize;
+                    let seqs = id_facts
+                        .iter()
+                        .map(|fact| {
+                            // One wrong tail per sample, whatever the level.
+                            let mut wrong_rng = ChaCha8Rng::seed_from_u64(derive_seed(
+                                config.seed,
+                                &format!(
+                                    "probes/{}/wrong/{}/{}",
+                                    set.name, fact.head, fact.relation
+                                ),
+                            ));
+                            let mut wrong = fact.tail;
+                            while wrong == fact.tail {
+                                wrong = wrong_rng.random_range(0..kb.entities as u32);
+                            }
+                            let [_, h, r] = kb.prompt(fact);
+                            let mut seq = vec![BOS];
+                            for _ in 0..k {
+                                seq.extend([h, r, kb.entity_token(wrong)]);
+                            }
+                            seq.extend(&kb.sequence(fact)[1..]);
+                            seq
+                        })
+                        .collect();
+                    ProbeSet::from_sequences(set, level, seqs, true)
+                }
+                other => unreachable!(
+                    "validated: {} does not apply to the rule graph",
+                    other.name()
+                ),
+            };
+            out.push(probe);
         }
     }
-    Ok(sets)
+    for probe in &mut out {
+        probe.distance = distance(probe, &id);
+    }
+    Ok(out)
 }
 
-/// `samples` facts without replacement (all of them, in a seeded order, if there are fewer).
-fn draw(facts: &[Fact], samples: usize, seed: u64) -> Vec<Fact> {
+/// A window start in the held-out text: where its text begins, and its unshifted tokens.
+struct Window {
+    start: usize,
+    tokens: Vec<u32>,
+}
+
+/// Text spans are this many bytes per token needed, which is ample for every tokenizer.
+const SPAN_BYTES_PER_TOKEN: usize = 16;
+
+/// `count` seeded window starts in `text`, each just after a whitespace, each with at least
+/// `need` tokens in its span.
+fn windows(
+    text: &[u8],
+    tokenizer: &Tokenizer,
+    need: usize,
+    count: usize,
+    seed: u64,
+    what: &str,
+) -> Result<Vec<Window>, InputError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n = samples.min(facts.len());
-    index::sample(&mut rng, facts.len(), n)
-        .into_iter()
-        .map(|i| facts[i])
-        .collect()
+    let span = need * SPAN_BYTES_PER_TOKEN;
+    let mut out = Vec::with_capacity(count);
+    let mut attempts = 0;
+    while out.len() < count {
+        attempts += 1;
+        if attempts > 100 * count + 1000 {
+            return Err(InputError::Other(format!(
+                "{what}: the text ({} bytes) has too few places with {need} tokens in a row for \
+                 a probe window (data.context + 1, or the longest `length` level); use more text \
+                 or a shorter context",
+                text.len()
+            )));
+        }
+        let at = rng.random_range(0..text.len());
+        let Some(ws) = text[at..].iter().position(|b| b.is_ascii_whitespace()) else {
+            continue;
+        };
+        let Some(start) = text[at + ws..]
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .map(|s| at + ws + s)
+        else {
+            continue;
+        };
+        let tokens = tokenizer.encode_bytes(span_at(text, start, span));
+        if tokens.len() >= need {
+            out.push(Window { start, tokens });
+        }
+    }
+    Ok(out)
 }
 
-/// Replaces each non-BOS token with probability `p` by a different non-BOS token.
-fn corrupt(prompts: &mut [u32], p: f64, vocab: usize, rng: &mut ChaCha8Rng) {
-    for token in prompts.iter_mut().filter(|t| **t != BOS) {
+/// Up to `span` bytes from `start`, cut back to a UTF-8 character boundary.
+fn span_at(text: &[u8], start: usize, span: usize) -> &[u8] {
+    let mut end = (start + span).min(text.len());
+    while end < text.len() && end > start && (text[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    &text[start..end]
+}
+
+fn document_sets(
+    config: &Config,
+    sets: &[ProbeSetConfig],
+    docs: &Documents,
+    data: &Dataset,
+    samples: usize,
+) -> Result<Vec<ProbeSet>, InputError> {
+    let tokenizer = &data.tokenizer;
+    let context = config.context();
+    let len_at = |level: f64| (level * context as f64).round() as usize;
+    let longest = sets
+        .iter()
+        .filter(|s| s.family == ShiftFamily::Length)
+        .flat_map(|s| levels(config, s))
+        .map(len_at)
+        .fold(context, usize::max);
+    let base = windows(
+        &docs.held_out_text,
+        tokenizer,
+        longest + 1,
+        samples,
+        derive_seed(config.seed, "probes/windows"),
+        "the held-out documents",
+    )?;
+    let cut = |tokens: &[u32], len: usize| tokens[..len + 1].to_vec();
+    let id: Vec<Vec<u32>> = base.iter().map(|w| cut(&w.tokens, context)).collect();
+    let span = (longest + 1) * SPAN_BYTES_PER_TOKEN;
+    let held_out_words = || -> Vec<String> {
+        let text = String::from_utf8_lossy(&docs.held_out_text);
+        let set: std::collections::BTreeSet<&str> = text.split_whitespace().collect();
+        set.into_iter().map(str::to_string).collect()
+    };
+    let mut out = Vec::new();
+    for (i, set) in sets.iter().enumerate() {
+        let name = format!("probes.sets[{i}] ({})", set.name);
+        for level in levels(config, set) {
+            let mut rng = rng_for(config, set, level);
+            let noised =
+                |noise: &mut dyn FnMut(&str) -> String| -> Result<Vec<Vec<u32>>, InputError> {
+                    base.iter()
+                        .map(|w| {
+                            let text = span_at(&docs.held_out_text, w.start, span);
+                            let tokens = tokenizer.encode(&noise(&String::from_utf8_lossy(text)));
+                            if tokens.len() < context + 1 {
+                                return Err(InputError::Other(format!(
+                                    "{name}: a noised window has {} tokens, fewer than {}",
+                                    tokens.len(),
+                                    context + 1
+                                )));
+                            }
+                            Ok(cut(&tokens, context))
+                        })
+                        .collect()
+                };
+            let seqs: Vec<Vec<u32>> = match set.family {
+                ShiftFamily::None => id.clone(),
+                ShiftFamily::TokenCorruption | ShiftFamily::Random => {
+                    let mut seqs = id.clone();
+                    for s in &mut seqs {
+                        corrupt(s, level, data.vocab_size, &mut rng);
+                    }
+                    seqs
+                }
+                // Level 0 keeps the window's bytes exactly (no lossy UTF-8 round trip).
+                ShiftFamily::CharNoise | ShiftFamily::WordNoise if level == 0.0 => id.clone(),
+                ShiftFamily::CharNoise => noised(&mut |t| noise::char_noise(t, level, &mut rng))?,
+                ShiftFamily::WordNoise => {
+                    let pool = held_out_words();
+                    noised(&mut |t| noise::word_noise(t, level, &pool, &mut rng))?
+                }
+                ShiftFamily::Length => base.iter().map(|w| cut(&w.tokens, len_at(level))).collect(),
+                ShiftFamily::GrammarShift => {
+                    let grammar = docs.grammar.as_ref().expect("validated: a grammar source");
+                    let shifted = grammar.shifted(level);
+                    let text: Vec<u8> = docs
+                        .held_out_ids
+                        .iter()
+                        .flat_map(|&d| shifted.document(d))
+                        .collect();
+                    base.iter()
+                        .map(|w| {
+                            cut(
+                                &tokenizer.encode_bytes(span_at(&text, w.start, span)),
+                                context,
+                            )
+                        })
+                        .collect()
+                }
+                ShiftFamily::Domain => {
+                    let other = set.source.as_ref().expect("validated: domain has a source");
+                    let docs = source::read_documents(other, tokenizer.needs_utf8(), config.seed)
+                        .map_err(|e| InputError::Other(format!("{name}.source: {e}")))?;
+                    let text: Vec<u8> = docs.concat();
+                    windows(
+                        &text,
+                        tokenizer,
+                        context + 1,
+                        samples,
+                        derive_seed(config.seed, &format!("probes/{}/windows", set.name)),
+                        &format!("{name}.source"),
+                    )?
+                    .iter()
+                    .map(|w| cut(&w.tokens, context))
+                    .collect()
+                }
+                other => unreachable!("validated: {} does not apply to documents", other.name()),
+            };
+            out.push(ProbeSet::from_sequences(set, level, seqs, false));
+        }
+    }
+    for probe in &mut out {
+        probe.distance = distance(probe, &id);
+    }
+    Ok(out)
+}
+
+/// Replaces each token with probability `p` by a different token, never BOS.
+fn corrupt(tokens: &mut [u32], p: f64, vocab: usize, rng: &mut ChaCha8Rng) {
+    for token in tokens.iter_mut() {
         if rng.random_bool(p) {
-            // Uniform over the vocab minus BOS and the original: draw from vocab - 2, skip both.
-            let mut t = rng.random_range(1..vocab as u32 - 1);
-            if t >= *token {
+            // Uniform over the vocabulary minus BOS and the original.
+            let skip_original = *token != BOS;
+            let choices = vocab as u32 - 1 - skip_original as u32;
+            let mut t = 1 + rng.random_range(0..choices);
+            if skip_original && t >= *token {
                 t += 1;
             }
             *token = t;
@@ -128,25 +493,40 @@ fn corrupt(prompts: &mut [u32], p: f64, vocab: usize, rng: &mut ChaCha8Rng) {
     }
 }
 
+/// The mean fraction of a sample's input bigrams absent from the same-index unshifted sample.
+pub fn distance(probe: &ProbeSet, id: &[Vec<u32>]) -> f64 {
+    let n = probe.samples().min(id.len());
+    if n == 0 {
+        return f64::NAN;
+    }
+    let total: f64 = (0..n)
+        .map(|i| {
+            let reference: HashSet<(u32, u32)> = id[i].windows(2).map(|w| (w[0], w[1])).collect();
+            let sample = probe.sample(i);
+            let bigrams = sample.len() - 1;
+            let missing = sample
+                .windows(2)
+                .filter(|w| !reference.contains(&(w[0], w[1])))
+                .count();
+            missing as f64 / bigrams as f64
+        })
+        .sum();
+    total / n as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn corruption_replaces_the_expected_fraction_and_never_bos() {
+    fn corruption_replaces_the_expected_fraction_and_never_makes_bos() {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let original: Vec<u32> = (0..30_000)
-            .map(|i| if i % 3 == 0 { BOS } else { 5 })
-            .collect();
+        let original: Vec<u32> = (0..30_000).map(|i| 1 + (i % 7)).collect();
         let mut tokens = original.clone();
         corrupt(&mut tokens, 0.25, 50, &mut rng);
         let changed = tokens.iter().zip(&original).filter(|(a, b)| a != b).count();
-        let eligible = original.iter().filter(|t| **t != BOS).count();
-        let fraction = changed as f64 / eligible as f64;
+        let fraction = changed as f64 / original.len() as f64;
         assert!((fraction - 0.25).abs() < 0.01, "fraction {fraction}");
-        for (t, o) in tokens.iter().zip(&original) {
-            assert_eq!(*t == BOS, *o == BOS);
-            assert!(*t < 50);
-        }
+        assert!(tokens.iter().all(|&t| t != BOS && t < 50));
     }
 }

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::config::RuleGraphConfig;
 use crate::seed::derive_seed;
 
-pub const BOS: u32 = 0;
+pub use crate::data::tokenizer::BOS;
 /// `BOS head relation`: the prompt whose last token predicts the answer.
 pub const PROMPT_LEN: usize = 3;
 
@@ -120,6 +120,24 @@ impl KnowledgeBase {
     /// The token the prompt should be continued with.
     pub fn answer(&self, fact: &Fact) -> u32 {
         self.entity_token(fact.tail)
+    }
+
+    /// The whole fact, `BOS head relation tail`: the prompt and its answer.
+    pub fn sequence(&self, fact: &Fact) -> Vec<u32> {
+        let mut s = self.prompt(fact).to_vec();
+        s.push(self.answer(fact));
+        s
+    }
+
+    /// The facts' word vocabulary, in token order: `<bos>`, `e0`.., `r0`.. (base relations, then
+    /// derived), and `<unk>` last (never produced by facts; there for text typed by a user).
+    pub fn tokenizer(&self) -> crate::data::tokenizer::Tokenizer {
+        let mut words = vec!["<bos>".to_string()];
+        words.extend((0..self.entities).map(|e| format!("e{e}")));
+        words.extend((0..self.base_relations + self.rules.len()).map(|r| format!("r{r}")));
+        let unk = words.len() as u32;
+        words.push("<unk>".into());
+        crate::data::tokenizer::Tokenizer::word(words, unk)
     }
 }
 
