@@ -14,6 +14,7 @@ pub mod evaluate;
 pub mod kernels;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod progress;
 pub mod run;
 pub mod seed;

@@ -46,6 +46,17 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Measure new probe sets on a finished run's final weights; results land in
+    /// RUN_DIR/probes/<name>/ (density and quantiles tables, the drawn sets).
+    Probe {
+        run_dir: PathBuf,
+        /// YAML with `sets:` (as in a config's probes section) and optionally `samples:`.
+        #[arg(long = "config", value_name = "PROBES_YAML")]
+        config: PathBuf,
+        /// The output folder's name under RUN_DIR/probes/ (default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// List every wgpu adapter with its backend and type.
     Devices,
     /// Write the raw activation vectors of one probe set at one site, from a run's final weights,
@@ -136,6 +147,18 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }),
+        Command::Probe {
+            run_dir,
+            config,
+            name,
+        } => densitrace::probe::probe(&run_dir, &config, name.as_deref()).map(|o| {
+            println!(
+                "measured {} probe sets ({} density rows): {}",
+                o.sets,
+                o.rows,
+                o.dir.display()
+            );
+        }),
         Command::Devices => {
             let adapters = device::list_adapters();
             if adapters.is_empty() {

@@ -231,6 +231,7 @@ fn manifest_field(run_dir: &Path, field: &str) -> Result<serde_json::Value, Inpu
 /// sets, the model's vocabulary size and the final weights' path.
 pub struct FinishedRun {
     pub config: Config,
+    pub run_id: String,
     pub probe_sets: Vec<ProbeSet>,
     pub vocab_size: usize,
     pub weights: PathBuf,
@@ -262,8 +263,13 @@ impl FinishedRun {
                 file: run_dir.join("manifest.json").display().to_string(),
                 message: "vocab_size is not a number".into(),
             })? as usize;
+        let run_id = manifest_field(run_dir, "run_id")?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         Ok(FinishedRun {
             config,
+            run_id,
             probe_sets,
             vocab_size,
             weights,

@@ -1,0 +1,147 @@
+//! `densitrace probe`: new probe sets measured on a finished run's final weights, so shifts can
+//! be swapped after training. The sets come from a YAML file (`sets:` as in a config's `probes`,
+//! optionally `samples:`), are drawn from the run's data with the run's seed and saved tokenizer,
+//! and land in their own tables under `RUN_DIR/probes/<name>/`, beside the run's own:
+//!
+//! ```text
+//! probes/<name>/probes.yaml                        the file as given
+//! probes/<name>/probes.json                        the drawn sets (token ids) and their hash
+//! probes/<name>/density/step-NNNNNN/part-0.parquet the density table's schema, at the final step
+//! probes/<name>/quantiles/step-NNNNNN/part-0.parquet
+//! ```
+//!
+//! The output folder is written under a temporary name and renamed when complete, so a failed or
+//! interrupted command leaves nothing under `<name>`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Deserialize;
+
+use crate::config::ProbeSetConfig;
+use crate::data::Dataset;
+use crate::data::probes;
+use crate::data::tokenizer::Tokenizer;
+use crate::device;
+use crate::error::InputError;
+use crate::evaluate::evaluate;
+use crate::run::{FinishedRun, save_probes};
+use crate::sink::RunDir;
+use crate::train::tokens_seen;
+
+/// A `densitrace probe` file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeFile {
+    /// Overrides the run's `probes.samples`.
+    #[serde(default)]
+    samples: Option<usize>,
+    sets: Vec<ProbeSetConfig>,
+}
+
+/// What the command wrote.
+pub struct ProbeOutcome {
+    pub dir: PathBuf,
+    pub sets: usize,
+    pub rows: usize,
+}
+
+pub fn probe(run_dir: &Path, file: &Path, name: Option<&str>) -> Result<ProbeOutcome> {
+    let origin = file.display().to_string();
+    let yaml = fs::read_to_string(file).map_err(|e| InputError::File {
+        file: origin.clone(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let tree: serde_json::Value = serde_saphyr::from_str(&yaml).map_err(|e| InputError::File {
+        file: origin.clone(),
+        message: format!("invalid YAML: {e}"),
+    })?;
+    let request: ProbeFile =
+        serde_path_to_error::deserialize(tree).map_err(|e| InputError::Fields {
+            file: origin.clone(),
+            issues: vec![(e.path().to_string(), e.into_inner().to_string())],
+        })?;
+    let run = FinishedRun::open(run_dir)?;
+    let mut config = run.config.clone();
+    if let Some(samples) = request.samples {
+        config.probes.samples = samples;
+    }
+    let mut issues = config.validate_sets(&request.sets, "sets");
+    if request.samples == Some(0) {
+        issues.push(("samples".into(), "must be at least 1".into()));
+    }
+    if !issues.is_empty() {
+        return Err(InputError::Fields {
+            file: origin,
+            issues,
+        }
+        .into());
+    }
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "probes".into()),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(InputError::Other(format!(
+            "--name {name:?}: use only letters, digits, '-', '_' and '.'"
+        ))
+        .into());
+    }
+    let out = run_dir.join("probes").join(&name);
+    if out.exists() {
+        return Err(
+            InputError::Other(format!("{} exists: choose another --name", out.display())).into(),
+        );
+    }
+
+    let device = device::select(config.device)?;
+    tracing::info!("{}", device.reason);
+    let tokenizer = Tokenizer::load(&run_dir.join("tokenizer.json"))?;
+    let data = Dataset::prepare(&config, Some(tokenizer))?;
+    let sets = probes::build(&config, &request.sets, &data)?;
+    let model = run.model(&device.device)?;
+
+    let t0 = Instant::now();
+    let plan = config.probe_plan();
+    let eval = evaluate(
+        &model,
+        &sets,
+        &plan,
+        config.model.layers,
+        config.probes.batch_size,
+        &device.device,
+        device.measures_on_device(),
+    );
+    let step = config.train.steps;
+    let tokens = tokens_seen(&config, step);
+    let staging = run_dir.join("probes").join(format!(".{name}.tmp"));
+    if staging.exists() {
+        fs::remove_dir_all(&staging)?;
+    }
+    let dir = RunDir {
+        root: staging.clone(),
+        run_id: run.run_id.clone(),
+    };
+    dir.write_atomic("probes.yaml", yaml.as_bytes())?;
+    save_probes(&dir, "probes.json", &sets)?;
+    let wall = t0.elapsed().as_secs_f64();
+    dir.write_density(step as i64, tokens, wall, &eval.rows)?;
+    if !eval.quantile_rows.is_empty() {
+        dir.write_quantiles(step as i64, tokens, wall, &eval.quantile_rows)?;
+    }
+    fs::rename(&staging, &out)?;
+    Ok(ProbeOutcome {
+        dir: out,
+        sets: sets.len(),
+        rows: eval.rows.len(),
+    })
+}
