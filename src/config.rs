@@ -352,7 +352,7 @@ pub enum ShiftFamily {
     /// Text: windows of `level` x the training context length.
     Length,
     /// Rule graph: multiple choice; the level is the number of options listed before the
-    /// question (one correct, the rest distractors).
+    /// question (one correct, the rest distractors; 0 lists none: the unshifted question).
     Options,
     /// Rule graph: the level is how many times a contradicting fact is stated before the question.
     Conflict,
@@ -381,10 +381,10 @@ impl ShiftFamily {
         }
     }
 
-    /// The level of the unshifted data (`length`: one context; `options`: one option).
+    /// The level of the unshifted data: 0, but 1 for `length` (one training context).
     pub fn identity_level(self) -> f64 {
         match self {
-            ShiftFamily::Length | ShiftFamily::Options => 1.0,
+            ShiftFamily::Length => 1.0,
             _ => 0.0,
         }
     }
@@ -903,12 +903,12 @@ impl Config {
                                 &mut check,
                                 &|l| {
                                     l.fract() == 0.0
-                                        && l >= 1.0
+                                        && l >= 0.0
                                         && l <= entities
                                         && 3 + l as usize <= seq_len
                                 },
                                 &format!(
-                                    "a whole number of options in 1..={entities}, with the \
+                                    "a whole number of options in 0..={entities}, with the \
                                      3-token question fitting model.seq_len ({seq_len})"
                                 ),
                             );

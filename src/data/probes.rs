@@ -11,7 +11,8 @@
 //! - `token_corruption` (p): the `none` facts, each prompt token after BOS replaced with
 //!   probability p by a different token (never BOS); the answer stays.
 //! - `options` (k): k options (the answer and k - 1 distinct distractor entities, shuffled) listed
-//!   after BOS, then the question: `BOS o1..ok head relation tail`. Scored as multiple choice.
+//!   after BOS, then the question: `BOS o1..ok head relation tail`. Scored as multiple choice
+//!   (`choice_acc`); level 0 lists no options and is the `none` set.
 //! - `conflict` (k): a contradicting fact `head relation wrong` stated k times before the question.
 //! - `random` (1): every prompt token after BOS uniformly random.
 //!
@@ -234,7 +235,8 @@ fn facts_sets(
                     let k = level as usize;
                     let (mut seqs, mut options, mut correct) = (Vec::new(), Vec::new(), Vec::new());
                     for fact in &id_facts {
-                        let mut choices = vec![fact.tail];
+                        // Level 0 lists nothing: the unshifted question.
+                        let mut choices = if k == 0 { vec![] } else { vec![fact.tail] };
                         while choices.len() < k {
                             let e = rng.random_range(0..kb.entities as u32);
                             if !choices.contains(&e) {
@@ -247,7 +249,9 @@ fn facts_sets(
                         let mut seq = vec![BOS];
                         seq.extend(&tokens);
                         seq.extend(&kb.sequence(fact)[1..]);
-                        correct.push(choices.iter().position(|&e| e == fact.tail).unwrap() as u32);
+                        if let Some(at) = choices.iter().position(|&e| e == fact.tail) {
+                            correct.push(at as u32);
+                        }
                         options.extend(tokens);
                         seqs.push(seq);
                     }
@@ -310,7 +314,7 @@ struct Window {
 const SPAN_BYTES_PER_TOKEN: usize = 16;
 
 /// `count` seeded window starts in `text`, each just after a whitespace, each with at least
-/// `need` tokens in its span.
+/// twice `need` tokens in its span (room for the noise families' deletions).
 fn windows(
     text: &[u8],
     tokenizer: &Tokenizer,
@@ -327,10 +331,11 @@ fn windows(
         attempts += 1;
         if attempts > 100 * count + 1000 {
             return Err(InputError::Other(format!(
-                "{what}: the text ({} bytes) has too few places with {need} tokens in a row for \
-                 a probe window (data.context + 1, or the longest `length` level); use more text \
-                 or a shorter context",
-                text.len()
+                "{what}: the text ({} bytes) has too few places with {} tokens in a row for \
+                 a probe window (twice data.context + 1, or twice the longest `length` level); \
+                 use more text or a shorter context",
+                text.len(),
+                2 * need
             )));
         }
         let at = rng.random_range(0..text.len());
@@ -345,7 +350,7 @@ fn windows(
             continue;
         };
         let tokens = tokenizer.encode_bytes(span_at(text, start, span));
-        if tokens.len() >= need {
+        if tokens.len() >= 2 * need {
             out.push(Window { start, tokens });
         }
     }
