@@ -100,7 +100,7 @@ impl Dataset {
                         context + 1
                     )));
                 }
-                let held_out_text = held_out_ids.iter().flat_map(|&i| docs[i].clone()).collect();
+                let held_out_text = join_documents(held_out_ids.iter().map(|&i| &docs[i]));
                 let grammar = match source {
                     SourceConfig::Grammar(g) => Some(Grammar::new(g, seed)),
                     _ => None,
@@ -152,6 +152,19 @@ impl Dataset {
             ),
         }
     }
+}
+
+/// Documents as one text, a newline after each that does not end in one (records from JSONL
+/// or Parquet would otherwise run their words together).
+pub fn join_documents<'a>(docs: impl Iterator<Item = &'a Vec<u8>>) -> Vec<u8> {
+    let mut text = Vec::new();
+    for doc in docs {
+        text.extend_from_slice(doc);
+        if !doc.ends_with(b"\n") {
+            text.push(b'\n');
+        }
+    }
+    text
 }
 
 /// A seeded split of `n` documents: (training, held-out) indices, each ascending; `None` when

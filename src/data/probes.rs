@@ -458,7 +458,7 @@ fn document_sets(
                     let other = set.source.as_ref().expect("validated: domain has a source");
                     let docs = source::read_documents(other, tokenizer.needs_utf8(), config.seed)
                         .map_err(|e| InputError::Other(format!("{name}.source: {e}")))?;
-                    let text: Vec<u8> = docs.concat();
+                    let text = crate::data::join_documents(docs.iter());
                     windows(
                         &text,
                         tokenizer,
