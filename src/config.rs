@@ -419,7 +419,7 @@ mod defaults {
         512
     }
     pub fn probe_batch() -> usize {
-        512
+        4096
     }
     pub fn sites() -> Vec<String> {
         ["resid_post", "mlp.post", "attn.out", "final.norm"]
@@ -603,6 +603,11 @@ impl Config {
         }
         let tokenizer = self.tokenizer();
         let rulegraph = self.rulegraph().is_some();
+        check(
+            !rulegraph || d.context.is_none(),
+            "data.context",
+            "the rule graph trains on its 3-token facts: remove data.context".into(),
+        );
         check(
             !rulegraph || tokenizer == TokenizerConfig::Word,
             "data.tokenizer",
