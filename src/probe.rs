@@ -21,13 +21,11 @@ use anyhow::Result;
 use serde::Deserialize;
 
 use crate::config::ProbeSetConfig;
-use crate::data::Dataset;
 use crate::data::probes;
-use crate::data::tokenizer::Tokenizer;
 use crate::device;
 use crate::error::InputError;
 use crate::evaluate::evaluate;
-use crate::run::{FinishedRun, save_probes};
+use crate::run::{FinishedRun, reload_dataset, save_probes};
 use crate::sink::RunDir;
 use crate::train::tokens_seen;
 
@@ -105,8 +103,7 @@ pub fn probe(run_dir: &Path, file: &Path, name: Option<&str>) -> Result<ProbeOut
 
     let device = device::select(config.device)?;
     tracing::info!("{}", device.reason);
-    let tokenizer = Tokenizer::load(&run_dir.join("tokenizer.json"))?;
-    let data = Dataset::prepare(&config, Some(tokenizer))?;
+    let data = reload_dataset(&config, run_dir)?;
     let sets = probes::build(&config, &request.sets, &data)?;
     let model = run.model(&device.device)?;
 

@@ -41,6 +41,8 @@ struct Manifest {
     device: DeviceRecord,
     /// What the data source gave: documents or facts, tokens, the tokenizer.
     data: String,
+    /// `Dataset::fingerprint`: `--resume` and `probe` refuse a corpus that changed.
+    data_fingerprint: String,
     tokenizer: String,
     vocab_size: usize,
     /// The content hash of probes.json: every later command checks it.
@@ -196,10 +198,25 @@ fn prepare(config: &Config, run_dir: Option<&Path>) -> Result<Prepared> {
 /// An existing run's data (its tokenizer reloaded) and its stored probe sets, checked against the
 /// manifest's hash.
 pub fn load_data(config: &Config, run_dir: &Path) -> Result<(Dataset, Vec<ProbeSet>)> {
-    let tokenizer = Tokenizer::load(&run_dir.join("tokenizer.json"))?;
-    let data = Dataset::prepare(config, Some(tokenizer))?;
+    let data = reload_dataset(config, run_dir)?;
     let sets = load_probes(&run_dir.join("probes.json"), &read_probes_hash(run_dir)?)?;
     Ok((data, sets))
+}
+
+/// An existing run's data with its saved tokenizer, checked against the fingerprint it started
+/// with.
+pub fn reload_dataset(config: &Config, run_dir: &Path) -> Result<Dataset, InputError> {
+    let tokenizer = Tokenizer::load(&run_dir.join("tokenizer.json"))?;
+    let data = Dataset::prepare(config, Some(tokenizer))?;
+    let recorded = manifest_field(run_dir, "data_fingerprint")?;
+    let actual = data.fingerprint();
+    if recorded.as_str() != Some(actual.as_str()) {
+        return Err(InputError::Other(format!(
+            "data.source: the data differs from what the run started with (fingerprint {actual}, \
+             the manifest records {recorded}); restore the corpus or start a new run"
+        )));
+    }
+    Ok(data)
 }
 
 fn read_probes_hash(run_dir: &Path) -> Result<String, InputError> {
@@ -358,6 +375,7 @@ pub fn run(
         config_hash: config_hash(&yaml),
         device: device_record(&prepared.device),
         data: prepared.data.describe(),
+        data_fingerprint: prepared.data.fingerprint(),
         tokenizer: prepared.data.tokenizer.kind().into(),
         vocab_size: prepared.data.vocab_size,
         probes_hash,

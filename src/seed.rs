@@ -16,6 +16,17 @@ pub fn derive_seed(seed: u64, name: &str) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A 64-bit FNV-1a fingerprint of `bytes`, as 16 hex digits: cheap, stable, enough to notice a
+/// corpus that changed under a run.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::derive_seed;

@@ -172,6 +172,20 @@ fn an_interrupted_bpe_run_resumes_to_the_same_tables_with_its_saved_tokenizer() 
         Some(130),
         "the run was not interrupted: {stderr}"
     );
+    // A corpus edited since the start is refused, touching nothing.
+    let original = std::fs::read(&corpus).unwrap();
+    std::fs::write(&corpus, [&original[..], b"one more line\n"].concat()).unwrap();
+    let out = bin()
+        .args(["run", "--resume", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the data differs from what the run started with"),
+        "{stderr}"
+    );
+    std::fs::write(&corpus, original).unwrap();
     {
         let out = wait(
             bin()

@@ -131,6 +131,28 @@ impl Dataset {
         })
     }
 
+    /// A fingerprint of the tokenized training data and the held-out text: a run records it, and
+    /// `--resume` and `probe` refuse data that no longer matches.
+    pub fn fingerprint(&self) -> String {
+        let mut bytes = Vec::new();
+        match &self.kind {
+            Kind::Facts(kb) => {
+                for fact in kb.train.iter().chain(&kb.held_out) {
+                    for t in kb.sequence(fact) {
+                        bytes.extend(t.to_le_bytes());
+                    }
+                }
+            }
+            Kind::Documents(d) => {
+                for t in &d.train_tokens {
+                    bytes.extend(t.to_le_bytes());
+                }
+                bytes.extend(&d.held_out_text);
+            }
+        }
+        crate::seed::fingerprint(&bytes)
+    }
+
     /// A one-line description for the log.
     pub fn describe(&self) -> String {
         match &self.kind {
