@@ -66,8 +66,9 @@ pub struct ProbeRecord {
     pub level: f64,
     pub samples: usize,
     pub tokens: usize,
-    /// Bigram distance from the unshifted set (see `data::probes`).
+    /// Bigram distance and novelty against the unshifted set (see `data::probes`).
     pub distance: f64,
+    pub novelty: f64,
 }
 
 impl ProbeRecord {
@@ -80,6 +81,7 @@ impl ProbeRecord {
                 samples: s.samples(),
                 tokens: s.len,
                 distance: s.distance,
+                novelty: s.novelty,
             })
             .collect()
     }

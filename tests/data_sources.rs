@@ -85,11 +85,21 @@ fn assert_graded(sets: &[ProbeSet], name: &str, id: &ProbeSet) {
         first.tokens == id.tokens,
         "{name} at its identity level is not the unshifted set"
     );
-    assert_eq!(first.distance, 0.0);
+    assert_eq!((first.distance, first.novelty), (0.0, 0.0));
     let distances: Vec<f64> = levels.iter().map(|s| s.distance).collect();
     assert!(
         distances.windows(2).all(|w| w[0] < w[1]),
         "{name}: distance does not grow with level: {distances:?}"
+    );
+}
+
+/// As `assert_graded`, for novelty (the content shifts: noise, corruption, the grammar's rules).
+fn assert_novelty_grows(sets: &[ProbeSet], name: &str) {
+    let novelty: Vec<f64> = by_level(sets, name).iter().map(|s| s.novelty).collect();
+    assert_eq!(novelty[0], 0.0);
+    assert!(
+        novelty.windows(2).all(|w| w[0] < w[1]),
+        "{name}: novelty does not grow with level: {novelty:?}"
     );
 }
 
@@ -279,6 +289,9 @@ fn text_shift_families_are_graded() {
     for name in ["char", "word", "corrupt", "long"] {
         assert_graded(&sets, name, id);
     }
+    for name in ["char", "word", "corrupt"] {
+        assert_novelty_grows(&sets, name);
+    }
     let long = by_level(&sets, "long");
     assert_eq!(
         long.iter().map(|s| s.len).collect::<Vec<_>>(),
@@ -309,6 +322,7 @@ probes:
 ";
     let (_, sets) = build(&Config::from_yaml(yaml, "g", &[]).unwrap());
     assert_graded(&sets, "rules", &sets[0]);
+    assert_novelty_grows(&sets, "rules");
 
     let yaml = "
 name: r

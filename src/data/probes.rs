@@ -27,9 +27,13 @@
 //! - `domain` (1): windows of another source, tokenized by the run's tokenizer.
 //!
 //! Every family at its identity level (0; 1 for `length`) reproduces the `none` set exactly.
-//! Each set records `distance`: the mean, over samples, of the fraction of a sample's token
-//! bigrams that do not occur in the same-index sample of the unshifted set (0 for identical
-//! samples, 1 when they share no bigram).
+//! Each set records two measured distances from the unshifted samples (of the same count):
+//! - `distance`: the mean, over samples, of the fraction of a sample's token bigrams that do not
+//!   occur in the same-index unshifted sample (0 for identical samples, 1 when they share none);
+//! - `novelty`: the fraction of all the set's bigrams that occur in no unshifted sample: how much
+//!   of the set is unlike anything in distribution, whatever sample it came from. It grades shifts
+//!   whose samples diverge from their unshifted twins at once (`grammar_shift`), and stays low
+//!   for `length`, whose extra tokens are ordinary text.
 
 use std::collections::HashSet;
 
@@ -63,6 +67,8 @@ pub struct ProbeSet {
     pub correct: Option<Vec<u32>>,
     /// Bigram distance from the unshifted set (module docs).
     pub distance: f64,
+    /// Bigram novelty against the whole unshifted set (module docs).
+    pub novelty: f64,
 }
 
 impl ProbeSet {
@@ -104,6 +110,7 @@ impl ProbeSet {
             options: None,
             correct: None,
             distance: 0.0,
+            novelty: 0.0,
         }
     }
 }
@@ -298,9 +305,7 @@ fn facts_sets(
             out.push(probe);
         }
     }
-    for probe in &mut out {
-        probe.distance = distance(probe, &id);
-    }
+    measure_shift(&mut out, &id);
     Ok(out)
 }
 
@@ -476,9 +481,7 @@ fn document_sets(
             out.push(ProbeSet::from_sequences(set, level, seqs, false));
         }
     }
-    for probe in &mut out {
-        probe.distance = distance(probe, &id);
-    }
+    measure_shift(&mut out, &id);
     Ok(out)
 }
 
@@ -496,6 +499,30 @@ fn corrupt(tokens: &mut [u32], p: f64, vocab: usize, rng: &mut ChaCha8Rng) {
             *token = t;
         }
     }
+}
+
+/// Sets each probe set's `distance` and `novelty` against the unshifted samples `id`.
+fn measure_shift(sets: &mut [ProbeSet], id: &[Vec<u32>]) {
+    let pool: HashSet<(u32, u32)> = id
+        .iter()
+        .flat_map(|s| s.windows(2).map(|w| (w[0], w[1])))
+        .collect();
+    for set in sets {
+        set.distance = distance(set, id);
+        set.novelty = novelty(set, &pool);
+    }
+}
+
+/// The fraction of all the set's bigrams that occur nowhere in the unshifted set.
+pub fn novelty(probe: &ProbeSet, pool: &HashSet<(u32, u32)>) -> f64 {
+    let (mut novel, mut total) = (0usize, 0usize);
+    for i in 0..probe.samples() {
+        for w in probe.sample(i).windows(2) {
+            total += 1;
+            novel += !pool.contains(&(w[0], w[1])) as usize;
+        }
+    }
+    novel as f64 / total.max(1) as f64
 }
 
 /// The mean fraction of a sample's input bigrams absent from the same-index unshifted sample.
