@@ -37,6 +37,14 @@ fn dir_name(step: usize) -> String {
     format!("step-{step:06}")
 }
 
+/// The weights file of the checkpoint at `step`.
+pub fn model_path(run_dir: &Path, step: usize) -> PathBuf {
+    run_dir
+        .join("checkpoints")
+        .join(dir_name(step))
+        .join("model.bpk")
+}
+
 /// Writes a complete checkpoint under `checkpoints/`.
 pub fn write(
     run_dir: &Path,

@@ -56,6 +56,10 @@ enum Command {
         /// The output folder's name under RUN_DIR/probes/ (default: the file's stem).
         #[arg(long)]
         name: Option<String>,
+        /// Which weights: final, all (every kept checkpoint and the final weights), or a list
+        /// of steps such as 500,1000.
+        #[arg(long, default_value = "final")]
+        steps: String,
     },
     /// List every wgpu adapter with its backend and type.
     Devices,
@@ -151,14 +155,20 @@ fn main() -> ExitCode {
             run_dir,
             config,
             name,
-        } => densitrace::probe::probe(&run_dir, &config, name.as_deref()).map(|o| {
-            println!(
-                "measured {} probe sets ({} density rows): {}",
-                o.sets,
-                o.rows,
-                o.dir.display()
-            );
-        }),
+            steps,
+        } => steps
+            .parse()
+            .map_err(|e: String| anyhow::Error::from(InputError::Other(format!("--steps {e}"))))
+            .and_then(|steps| densitrace::probe::probe(&run_dir, &config, name.as_deref(), &steps))
+            .map(|o| {
+                println!(
+                    "measured {} probe sets at steps {:?} ({} density rows): {}",
+                    o.sets,
+                    o.steps,
+                    o.rows,
+                    o.dir.display()
+                );
+            }),
         Command::Devices => {
             let adapters = device::list_adapters();
             if adapters.is_empty() {

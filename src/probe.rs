@@ -43,10 +43,43 @@ struct ProbeFile {
 pub struct ProbeOutcome {
     pub dir: PathBuf,
     pub sets: usize,
+    pub steps: Vec<usize>,
     pub rows: usize,
 }
 
-pub fn probe(run_dir: &Path, file: &Path, name: Option<&str>) -> Result<ProbeOutcome> {
+/// Which weights to measure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Steps {
+    /// The final weights.
+    Final,
+    /// Every complete checkpoint and the final weights.
+    All,
+    /// These steps (each a checkpoint, or the last step).
+    List(Vec<usize>),
+}
+
+impl std::str::FromStr for Steps {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Steps, String> {
+        match s {
+            "final" => Ok(Steps::Final),
+            "all" => Ok(Steps::All),
+            list => list
+                .split(',')
+                .map(|x| x.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .map(Steps::List)
+                .map_err(|_| format!("{s:?}: expected final, all, or steps like 500,1000")),
+        }
+    }
+}
+
+pub fn probe(
+    run_dir: &Path,
+    file: &Path,
+    name: Option<&str>,
+    steps: &Steps,
+) -> Result<ProbeOutcome> {
     let origin = file.display().to_string();
     let yaml = fs::read_to_string(file).map_err(|e| InputError::File {
         file: origin.clone(),
@@ -105,21 +138,21 @@ pub fn probe(run_dir: &Path, file: &Path, name: Option<&str>) -> Result<ProbeOut
     tracing::info!("{}", device.reason);
     let data = reload_dataset(&config, run_dir)?;
     let sets = probes::build(&config, &request.sets, &data)?;
-    let model = run.model(&device.device)?;
+    let available = run.steps_with_weights(run_dir)?;
+    let steps = match steps {
+        Steps::Final => vec![config.train.steps],
+        Steps::All => available.clone(),
+        Steps::List(list) => {
+            if let Some(missing) = list.iter().find(|s| !available.contains(s)) {
+                return Err(InputError::Other(format!(
+                    "--steps: step {missing} has no weights in this run; it has {available:?}"
+                ))
+                .into());
+            }
+            list.clone()
+        }
+    };
 
-    let t0 = Instant::now();
-    let plan = config.probe_plan();
-    let eval = evaluate(
-        &model,
-        &sets,
-        &plan,
-        config.model.layers,
-        config.probes.batch_size,
-        &device.device,
-        device.measures_on_device(),
-    );
-    let step = config.train.steps;
-    let tokens = tokens_seen(&config, step);
     let staging = run_dir.join("probes").join(format!(".{name}.tmp"));
     if staging.exists() {
         fs::remove_dir_all(&staging)?;
@@ -130,15 +163,38 @@ pub fn probe(run_dir: &Path, file: &Path, name: Option<&str>) -> Result<ProbeOut
     };
     dir.write_atomic("probes.yaml", yaml.as_bytes())?;
     save_probes(&dir, "probes.json", &sets)?;
-    let wall = t0.elapsed().as_secs_f64();
-    dir.write_density(step as i64, tokens, wall, &eval.rows)?;
-    if !eval.quantile_rows.is_empty() {
-        dir.write_quantiles(step as i64, tokens, wall, &eval.quantile_rows)?;
+    let plan = config.probe_plan();
+    let t0 = Instant::now();
+    let mut rows = 0;
+    for &step in &steps {
+        let model = run.model_at(run_dir, step, &device.device)?;
+        let eval = evaluate(
+            &model,
+            &sets,
+            &plan,
+            config.model.layers,
+            config.probes.batch_size,
+            &device.device,
+            device.measures_on_device(),
+        );
+        // wall_time: seconds since this command started.
+        let (tokens, wall) = (tokens_seen(&config, step), t0.elapsed().as_secs_f64());
+        dir.write_density(step as i64, tokens, wall, &eval.rows)?;
+        if !eval.quantile_rows.is_empty() {
+            dir.write_quantiles(step as i64, tokens, wall, &eval.quantile_rows)?;
+        }
+        tracing::info!(
+            "step {step}: {} probe sets, {} rows",
+            sets.len(),
+            eval.rows.len()
+        );
+        rows += eval.rows.len();
     }
     fs::rename(&staging, &out)?;
     Ok(ProbeOutcome {
         dir: out,
         sets: sets.len(),
-        rows: eval.rows.len(),
+        steps,
+        rows,
     })
 }

@@ -297,11 +297,41 @@ impl FinishedRun {
 
     /// The final weights, on `device`.
     pub fn model(&self, device: &burn::prelude::Device) -> Result<Gpt> {
+        self.load(&self.weights, device)
+    }
+
+    /// The weights after `step`: the final ones for the last step, else a complete checkpoint's.
+    pub fn model_at(
+        &self,
+        run_dir: &Path,
+        step: usize,
+        device: &burn::prelude::Device,
+    ) -> Result<Gpt> {
+        if step == self.config.train.steps {
+            return self.model(device);
+        }
+        self.load(&checkpoint::model_path(run_dir, step), device)
+    }
+
+    /// The steps with weights to measure: every complete, healthy checkpoint, and the last step.
+    pub fn steps_with_weights(&self, run_dir: &Path) -> Result<Vec<usize>> {
+        let mut steps: Vec<usize> = checkpoint::list(run_dir)?
+            .into_iter()
+            .filter(|s| s.diverged_at.is_none())
+            .map(|s| s.step)
+            .collect();
+        steps.push(self.config.train.steps);
+        steps.sort_unstable();
+        steps.dedup();
+        Ok(steps)
+    }
+
+    fn load(&self, path: &Path, device: &burn::prelude::Device) -> Result<Gpt> {
         self.config
             .model
             .init(self.vocab_size, device)
-            .try_load_file(&self.weights)
-            .with_context(|| format!("loading {}", self.weights.display()))
+            .try_load_file(path)
+            .with_context(|| format!("loading {}", path.display()))
     }
 }
 

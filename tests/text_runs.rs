@@ -249,7 +249,16 @@ fn probe_measures_new_sets_on_a_finished_run() {
             .output()
             .unwrap()
     };
-    let out = probe(&probes, &[]);
+    // A step without weights is refused; `all` is every kept checkpoint and the final weights.
+    let out = probe(&probes, &["--steps", "7"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("step 7 has no weights in this run; it has [580, 600]"),
+        "{stderr}"
+    );
+    assert!(!run.join("probes/later").exists());
+    let out = probe(&probes, &["--steps", "all"]);
     assert!(
         out.status.success(),
         "{}",
@@ -265,10 +274,13 @@ fn probe_measures_new_sets_on_a_finished_run() {
         levels.into_iter().collect::<Vec<_>>(),
         ["id 0", "random 1", "words 0.2", "words 0.5"]
     );
-    assert!(
-        rows.iter()
-            .any(|(k, _)| k.contains("next_token_loss") && k.contains("step-000600"))
-    );
+    for step in ["step-000580", "step-000600"] {
+        assert!(
+            rows.iter()
+                .any(|(k, _)| k.contains("next_token_loss") && k.ends_with(step)),
+            "no rows at {step}"
+        );
+    }
     // The new `id` set is the first 8 samples of the run's own: same seed, same draw.
     let stored = |path: PathBuf| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
