@@ -411,3 +411,107 @@ fn answer_stats(
     }
     Tensor::cat(parts, 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ModelConfig, ShiftFamily};
+
+    /// Log-softmax in f64 of one row of logits.
+    fn log_probs(row: &[f32]) -> Vec<f64> {
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+        let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+        row.iter().map(|&x| x as f64 - max - sum.ln()).collect()
+    }
+
+    /// next_token_loss, answer_loss, answer_acc and choice_acc against a direct computation from
+    /// the model's logits, with samples split over several forward passes.
+    #[test]
+    fn logits_metrics_match_a_direct_computation() {
+        let device = Device::flex();
+        let vocab = 11;
+        let model = ModelConfig {
+            layers: 1,
+            d_model: 8,
+            heads: 2,
+            d_ff: 16,
+            seq_len: 8,
+            ..ModelConfig::default()
+        }
+        .init(vocab, &device);
+        let (samples, len, k) = (5, 4, 3);
+        let tokens: Vec<u32> = (0..samples * (len + 1))
+            .map(|i| (i * 7 % vocab) as u32)
+            .collect();
+        let options: Vec<u32> = (0..samples * k).map(|i| (i * 5 % vocab) as u32).collect();
+        let correct: Vec<u32> = (0..samples).map(|i| (i % k) as u32).collect();
+        let probe = ProbeSet {
+            name: "t".into(),
+            family: ShiftFamily::Options,
+            level: k as f64,
+            len,
+            tokens: tokens.clone(),
+            has_answer: true,
+            options: Some(options.clone()),
+            correct: Some(correct.clone()),
+            distance: 0.0,
+            novelty: 0.0,
+        };
+        // Two samples per forward pass: three passes.
+        let (logits, losses, _) = forward(&model, &probe, 2 * len, &device);
+        let got: Vec<f32> = answer_stats(logits, losses, &probe, &device)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+
+        let inputs: Vec<i64> = (0..samples)
+            .flat_map(|i| {
+                tokens[i * (len + 1)..i * (len + 1) + len]
+                    .iter()
+                    .map(|&t| t as i64)
+            })
+            .collect();
+        let all = model
+            .forward(Tensor::<2, Int>::from_data(
+                TensorData::new(inputs, [samples, len]),
+                &device,
+            ))
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let row = |i: usize, p: usize| &all[(i * len + p) * vocab..(i * len + p + 1) * vocab];
+        let (mut next, mut answer, mut acc, mut choice) = (vec![], vec![], vec![], vec![]);
+        for i in 0..samples {
+            let sample = &tokens[i * (len + 1)..(i + 1) * (len + 1)];
+            let per_position: Vec<f64> = (0..len)
+                .map(|p| -log_probs(row(i, p))[sample[p + 1] as usize])
+                .collect();
+            next.push(per_position.iter().sum::<f64>() / len as f64);
+            answer.push(per_position[len - 1]);
+            let last = row(i, len - 1);
+            let argmax = (0..vocab)
+                .max_by(|&a, &b| last[a].total_cmp(&last[b]))
+                .unwrap();
+            acc.push((argmax == sample[len] as usize) as u8 as f64);
+            let opts = &options[i * k..(i + 1) * k];
+            let best = (0..k)
+                .max_by(|&a, &b| last[opts[a] as usize].total_cmp(&last[opts[b] as usize]))
+                .unwrap();
+            choice.push((best == correct[i] as usize) as u8 as f64);
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let expected = [mean(&next), mean(&answer), mean(&acc), mean(&choice)];
+        for (j, e) in expected.iter().enumerate() {
+            let g = got[2 * j] as f64;
+            assert!(
+                (g - e).abs() < 1e-5 * (1.0 + e.abs()),
+                "metric {j}: {g} vs {e}"
+            );
+        }
+        assert_eq!(got.len(), 8);
+        assert!(
+            expected[0] != expected[1],
+            "the test cannot tell all positions from the last"
+        );
+    }
+}
