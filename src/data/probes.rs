@@ -461,7 +461,10 @@ fn document_sets(
                 }
                 ShiftFamily::Domain => {
                     let other = set.source.as_ref().expect("validated: domain has a source");
-                    let docs = source::read_documents(other, tokenizer.needs_utf8(), config.seed)
+                    // A domain grammar gets its own seed: with the training grammar's parameters
+                    // it is then another language, not the same one.
+                    let seed = derive_seed(config.seed, &format!("domain/{}", set.name));
+                    let docs = source::read_documents(other, tokenizer.needs_utf8(), seed)
                         .map_err(|e| InputError::Other(format!("{name}.source: {e}")))?;
                     let text = crate::data::join_documents(docs.iter());
                     windows(
