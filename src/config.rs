@@ -347,7 +347,7 @@ pub enum ShiftFamily {
     /// Text: each character substituted, swapped, deleted or preceded by a digit string, with
     /// probability `level`.
     CharNoise,
-    /// As `char_noise`, on whitespace-separated words (the rule graph: on prompt tokens).
+    /// Text: as `char_noise`, on whitespace-separated words.
     WordNoise,
     /// Text: windows of `level` x the training context length.
     Length,
@@ -813,7 +813,10 @@ impl Config {
             // Which sources a family applies to.
             let applies = match family {
                 ShiftFamily::Hops | ShiftFamily::Options | ShiftFamily::Conflict => !text_like,
-                ShiftFamily::CharNoise | ShiftFamily::Length | ShiftFamily::Domain => text_like,
+                ShiftFamily::CharNoise
+                | ShiftFamily::WordNoise
+                | ShiftFamily::Length
+                | ShiftFamily::Domain => text_like,
                 ShiftFamily::GrammarShift => source == "grammar",
                 _ => true,
             };

@@ -372,3 +372,67 @@ probes:
     assert_ne!(s[3], s[9]);
     assert_eq!(s[7..], sets[0].sample(0)[1..]);
 }
+
+/// Every family on every kind of source: the config is refused, naming the set's family, or the
+/// probe sets build. Nothing in between (a family the validation lets through to a source that
+/// cannot build it would panic).
+#[test]
+fn every_family_on_every_source_is_refused_or_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(dir.path());
+    let families = [
+        ("none", ""),
+        ("hops", ""),
+        ("token_corruption", ", levels: [0.1]"),
+        ("char_noise", ", levels: [0.1]"),
+        ("word_noise", ", levels: [0.1]"),
+        ("length", ", levels: [2]"),
+        ("options", ", levels: [4]"),
+        ("conflict", ", levels: [2]"),
+        ("grammar_shift", ", levels: [0.5]"),
+        ("random", ""),
+    ];
+    let text = dir.path().join("*.txt").display().to_string();
+    let sources = [
+        ("rulegraph", "{kind: rulegraph}".to_string(), ""),
+        (
+            "grammar",
+            "{kind: grammar, symbols: 32, documents: 40, length: 100}".into(),
+            "\n  context: 8",
+        ),
+        (
+            "text",
+            format!("{{kind: text, path: {text}}}"),
+            "\n  context: 8",
+        ),
+    ];
+    let mut families: Vec<(&str, String)> =
+        families.iter().map(|(f, l)| (*f, l.to_string())).collect();
+    families.push(("domain", format!(", source: {{kind: text, path: {text}}}")));
+    let mut built = 0;
+    for (kind, source, context) in &sources {
+        for (family, levels) in &families {
+            let yaml = format!(
+                "name: f\ndata:\n  source: {source}{context}\nmodel: {{seq_len: 24}}\n\
+                 probes:\n  every: 5\n  samples: 8\n  sets:\n    - {{name: s, family: {family}{levels}}}\n"
+            );
+            match Config::from_yaml(&yaml, "f", &[]) {
+                Ok(config) => {
+                    let data = Dataset::prepare(&config, None).unwrap();
+                    probes::build(&config, &config.probes.sets, &data)
+                        .unwrap_or_else(|e| panic!("{family} on {kind}: {e}"));
+                    built += 1;
+                }
+                Err(e) => assert!(
+                    e.to_string().contains(&format!(
+                        "family {family} does not apply to data.source kind {kind}"
+                    )),
+                    "{family} on {kind}: {e}"
+                ),
+            }
+        }
+    }
+    // none, token_corruption and random everywhere; hops, options and conflict on the rule graph;
+    // char and word noise, length and domain on text and the grammar; grammar_shift on the grammar.
+    assert_eq!(built, 3 * 3 + 3 + 4 + 5);
+}
