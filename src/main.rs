@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use densitrace::config::Config;
+use densitrace::data::{Dataset, probes};
 use densitrace::error::InputError;
 use densitrace::run::{Finish, RunOutcome};
 use densitrace::{device, dump, progress, run};
@@ -40,7 +41,8 @@ enum Command {
         #[arg(long, default_value = "runs")]
         out: PathBuf,
     },
-    /// Print the resolved config and exit without training.
+    /// Check the config and its data (read, split, tokenized, probe sets drawn), print the
+    /// resolved config and exit without training. Bad input exits 2.
     Check {
         config: PathBuf,
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -122,8 +124,15 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { config, overrides } => Config::load(&config, &overrides)
-            .map(|c| print!("{}", c.to_yaml()))
-            .map_err(anyhow::Error::from),
+            .map_err(anyhow::Error::from)
+            .and_then(|c| {
+                // Read the data and draw the probe sets too, so bad data fails here, not at run.
+                let data = Dataset::prepare(&c, None)?;
+                let sets = probes::build(&c, &c.probes.sets, &data)?;
+                print!("{}", c.to_yaml());
+                eprintln!("data: {}; {} probe sets", data.describe(), sets.len());
+                Ok(())
+            }),
         Command::Dump {
             run_dir,
             probe,
