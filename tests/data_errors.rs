@@ -302,3 +302,36 @@ fn a_corpus_shorter_than_one_sequence_is_refused() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("too few places"), "{stderr}");
 }
+
+#[test]
+fn check_reads_the_data_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let check = |yaml: &str| {
+        std::fs::write(&path, yaml).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_densitrace"))
+            .args(["check", path.to_str().unwrap()])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = check(&config("  source: {kind: text, path: missing.txt}", ID));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("missing.txt: no such file or directory"),
+        "{stderr}"
+    );
+    let good = text(dir.path(), "good.txt", &good_text());
+    let out = check(&config(
+        &format!("  source: {{kind: text, path: {good}}}"),
+        ID,
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("byte tokenizer, vocabulary 257; 1 probe sets"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kind: text"));
+}
