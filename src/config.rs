@@ -351,8 +351,8 @@ pub enum ShiftFamily {
     WordNoise,
     /// Text: windows of `level` x the training context length.
     Length,
-    /// Rule graph: multiple choice; the level is the number of options listed before the
-    /// question (one correct, the rest distractors; 0 lists none: the unshifted question).
+    /// Multiple choice; the level is the number of options listed before the question (one
+    /// correct, the rest distractors; 0 lists none: the unshifted question).
     Options,
     /// Rule graph: the level is how many times a contradicting fact is stated before the question.
     Conflict,
@@ -511,6 +511,15 @@ impl Config {
             SourceConfig::Rulegraph(_) | SourceConfig::Grammar(_) => TokenizerConfig::Word,
             _ => TokenizerConfig::Byte,
         })
+    }
+
+    /// Tokens per option of an `options` probe: single entities for the rule graph; a quarter of
+    /// the context (at least 1) for text-like sources, cut from the text after the question.
+    pub fn option_len(&self) -> usize {
+        match self.data.source {
+            SourceConfig::Rulegraph(_) => 1,
+            _ => (self.context() / 4).max(1),
+        }
     }
 
     /// Tokens per training window (the rule graph's prompts are 3 tokens).
@@ -812,7 +821,7 @@ impl Config {
             let fpath = format!("{path}.family");
             // Which sources a family applies to.
             let applies = match family {
-                ShiftFamily::Hops | ShiftFamily::Options | ShiftFamily::Conflict => !text_like,
+                ShiftFamily::Hops | ShiftFamily::Conflict => !text_like,
                 ShiftFamily::CharNoise
                 | ShiftFamily::WordNoise
                 | ShiftFamily::Length
@@ -906,18 +915,27 @@ impl Config {
                             ),
                         ),
                         ShiftFamily::Options => {
-                            let entities = rg.map_or(0, |rg| rg.entities) as f64;
+                            // Options to choose from: entities, or other samples' continuations.
+                            let most = match rg {
+                                Some(rg) => rg.entities,
+                                None => set.samples.unwrap_or(self.probes.samples),
+                            } as f64;
+                            let m = self.option_len();
+                            // Tokens read to score an option: the listed options, the question
+                            // and all but the option's last token.
+                            let question = if text_like { context } else { 3 };
                             each(
                                 &mut check,
                                 &|l| {
                                     l.fract() == 0.0
                                         && l >= 0.0
-                                        && l <= entities
-                                        && 3 + l as usize <= seq_len
+                                        && l <= most
+                                        && (l as usize + 1) * m + question - 1 <= seq_len
                                 },
                                 &format!(
-                                    "a whole number of options in 0..={entities}, with the \
-                                     3-token question fitting model.seq_len ({seq_len})"
+                                    "a whole number of options in 0..={most}, whose {m}-token \
+                                     options, listed before the {question}-token question, fit \
+                                     model.seq_len ({seq_len})"
                                 ),
                             );
                         }

@@ -50,7 +50,8 @@ pub fn evaluate(
     let mut answers = Vec::new();
     for (p, probe) in probes.iter().enumerate() {
         let (logits, losses, sites) = forward(model, probe, batch_size, device);
-        answers.push(answer_stats(logits, losses, probe, device));
+        let scores = option_scores(model, probe, &logits, batch_size, device);
+        answers.push(answer_stats(logits, losses, scores, probe, device));
         for (layer, site, acts) in named_sites(sites, &plan.sites, layers) {
             for &position in &plan.positions {
                 let vectors = vectors_at(&acts, position, probe.last_index());
@@ -370,12 +371,62 @@ pub fn answer_metrics(probe: &ProbeSet) -> Vec<&'static str> {
     metrics
 }
 
+/// For multiple choice, `[samples, k]`: each option's mean log-probability per token (minus its
+/// length-normalised cross-entropy) as the continuation of the sample's input. Single-token
+/// options read it off the last position's `logits`; longer ones take a forward pass per option.
+fn option_scores(
+    model: &Gpt,
+    probe: &ProbeSet,
+    logits: &Tensor<2>,
+    batch_tokens: usize,
+    device: &Device,
+) -> Option<Tensor<2>> {
+    let options = probe.options.as_ref()?;
+    let (n, k, m, len) = (
+        probe.samples(),
+        probe.option_count(),
+        probe.option_len,
+        probe.len,
+    );
+    let ints = |values: Vec<i64>, shape: [usize; 2]| {
+        Tensor::<2, Int>::from_data(TensorData::new(values, shape), device)
+    };
+    if m == 1 {
+        let ids = ints(options.iter().map(|&t| t as i64).collect(), [n, k]);
+        return Some(log_softmax(logits.clone(), 1).gather(1, ids));
+    }
+    // Row (i, j): sample i's input, then option j but its last token; the last m positions
+    // predict option j's tokens.
+    let read = len + m - 1;
+    let per_batch = (batch_tokens / read).max(1);
+    let rows: Vec<(usize, usize)> = (0..n).flat_map(|i| (0..k).map(move |j| (i, j))).collect();
+    let mut scores = Vec::new();
+    for chunk in rows.chunks(per_batch) {
+        let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+        for &(i, j) in chunk {
+            let option = &options[(i * k + j) * m..(i * k + j + 1) * m];
+            inputs.extend(probe.sample(i)[..len].iter().map(|&t| t as i64));
+            inputs.extend(option[..m - 1].iter().map(|&t| t as i64));
+            targets.extend(option.iter().map(|&t| t as i64));
+        }
+        let b = chunk.len();
+        let l = model.forward(ints(inputs, [b, read]));
+        let v = l.dims()[2];
+        let tail = l.slice([0..b, len - 1..read, 0..v]);
+        let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, m, 1]), device);
+        let logp = log_softmax(tail, 2).gather(2, targets);
+        scores.push(logp.mean_dim(1).reshape([b]));
+    }
+    Some(Tensor::cat(scores, 0).reshape([n, k]))
+}
+
 /// `[2 * answer_metrics(probe).len()]`: the mean and sample std over samples of each metric.
-/// Multiple choice picks the option with the lowest cross-entropy at the last position (options
-/// are single tokens, so length normalisation changes nothing).
+/// Multiple choice picks the option with the highest score (`option_scores`: the lowest
+/// length-normalised cross-entropy).
 fn answer_stats(
     logits: Tensor<2>,
     losses: Tensor<1>,
+    scores: Option<Tensor<2>>,
     probe: &ProbeSet,
     device: &Device,
 ) -> Tensor<1> {
@@ -402,12 +453,9 @@ fn answer_stats(
         let correct = logits.clone().argmax(1).equal(answers).float();
         parts.extend([stats(loss), stats(correct)]);
     }
-    if let (Some(options), Some(correct)) = (&probe.options, &probe.correct) {
-        let k = probe.option_count();
-        let options = ints(options.iter().map(|&t| t as i64).collect(), k);
+    if let (Some(scores), Some(correct)) = (scores, &probe.correct) {
         let correct = ints(correct.iter().map(|&c| c as i64).collect(), 1);
-        let chosen = logits.gather(1, options).argmax(1);
-        parts.push(stats(chosen.equal(correct).float()));
+        parts.push(stats(scores.argmax(1).equal(correct).float()));
     }
     Tensor::cat(parts, 0)
 }
@@ -425,9 +473,16 @@ mod tests {
     }
 
     /// next_token_loss, answer_loss, answer_acc and choice_acc against a direct computation from
-    /// the model's logits, with samples split over several forward passes.
+    /// the model's logits, with samples split over several forward passes; options of one token
+    /// (read off the last position) and of three (scored by their own forward passes).
     #[test]
     fn logits_metrics_match_a_direct_computation() {
+        for option_len in [1, 3] {
+            check_logits_metrics(option_len);
+        }
+    }
+
+    fn check_logits_metrics(m: usize) {
         let device = Device::flex();
         let vocab = 11;
         let model = ModelConfig {
@@ -443,7 +498,9 @@ mod tests {
         let tokens: Vec<u32> = (0..samples * (len + 1))
             .map(|i| (i * 7 % vocab) as u32)
             .collect();
-        let options: Vec<u32> = (0..samples * k).map(|i| (i * 5 % vocab) as u32).collect();
+        let options: Vec<u32> = (0..samples * k * m)
+            .map(|i| (i * 5 % vocab) as u32)
+            .collect();
         let correct: Vec<u32> = (0..samples).map(|i| (i % k) as u32).collect();
         let probe = ProbeSet {
             name: "t".into(),
@@ -453,49 +510,60 @@ mod tests {
             tokens: tokens.clone(),
             has_answer: true,
             options: Some(options.clone()),
+            option_len: m,
             correct: Some(correct.clone()),
             distance: 0.0,
             novelty: 0.0,
         };
-        // Two samples per forward pass: three passes.
+        // Two samples (or two options) per forward pass: several passes.
         let (logits, losses, _) = forward(&model, &probe, 2 * len, &device);
-        let got: Vec<f32> = answer_stats(logits, losses, &probe, &device)
+        let scores = option_scores(&model, &probe, &logits, 2 * (len + m - 1), &device);
+        let got: Vec<f32> = answer_stats(logits, losses, scores, &probe, &device)
             .into_data()
             .try_to_vec()
             .unwrap();
 
-        let inputs: Vec<i64> = (0..samples)
-            .flat_map(|i| {
-                tokens[i * (len + 1)..i * (len + 1) + len]
-                    .iter()
-                    .map(|&t| t as i64)
-            })
-            .collect();
-        let all = model
-            .forward(Tensor::<2, Int>::from_data(
-                TensorData::new(inputs, [samples, len]),
-                &device,
-            ))
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let row = |i: usize, p: usize| &all[(i * len + p) * vocab..(i * len + p + 1) * vocab];
+        // The logits of `sequence`, row by position.
+        let logits_of = |sequence: &[u32]| -> Vec<Vec<f32>> {
+            let t = sequence.len();
+            let ids: Vec<i64> = sequence.iter().map(|&x| x as i64).collect();
+            let all = model
+                .forward(Tensor::<2, Int>::from_data(
+                    TensorData::new(ids, [1, t]),
+                    &device,
+                ))
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            all.chunks(vocab).map(<[f32]>::to_vec).collect()
+        };
         let (mut next, mut answer, mut acc, mut choice) = (vec![], vec![], vec![], vec![]);
         for i in 0..samples {
             let sample = &tokens[i * (len + 1)..(i + 1) * (len + 1)];
+            let rows = logits_of(&sample[..len]);
             let per_position: Vec<f64> = (0..len)
-                .map(|p| -log_probs(row(i, p))[sample[p + 1] as usize])
+                .map(|p| -log_probs(&rows[p])[sample[p + 1] as usize])
                 .collect();
             next.push(per_position.iter().sum::<f64>() / len as f64);
             answer.push(per_position[len - 1]);
-            let last = row(i, len - 1);
+            let last = &rows[len - 1];
             let argmax = (0..vocab)
                 .max_by(|&a, &b| last[a].total_cmp(&last[b]))
                 .unwrap();
             acc.push((argmax == sample[len] as usize) as u8 as f64);
-            let opts = &options[i * k..(i + 1) * k];
+            // Each option: its tokens' mean log-probability after the sample's input.
+            let score = |j: usize| -> f64 {
+                let option = &options[(i * k + j) * m..(i * k + j + 1) * m];
+                let mut sequence = sample[..len].to_vec();
+                sequence.extend(&option[..m - 1]);
+                let rows = logits_of(&sequence);
+                (0..m)
+                    .map(|t| log_probs(&rows[len - 1 + t])[option[t] as usize])
+                    .sum::<f64>()
+                    / m as f64
+            };
             let best = (0..k)
-                .max_by(|&a, &b| last[opts[a] as usize].total_cmp(&last[opts[b] as usize]))
+                .max_by(|&a, &b| score(a).total_cmp(&score(b)))
                 .unwrap();
             choice.push((best == correct[i] as usize) as u8 as f64);
         }
@@ -505,7 +573,7 @@ mod tests {
             let g = got[2 * j] as f64;
             assert!(
                 (g - e).abs() < 1e-5 * (1.0 + e.abs()),
-                "metric {j}: {g} vs {e}"
+                "option_len {m}, metric {j}: {g} vs {e}"
             );
         }
         assert_eq!(got.len(), 8);

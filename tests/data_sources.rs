@@ -277,6 +277,7 @@ fn text_shift_families_are_graded() {
     - {{name: word, family: word_noise, levels: [0, 0.05, 0.2, 0.5]}}
     - {{name: corrupt, family: token_corruption, levels: [0, 0.1, 0.3, 0.6]}}
     - {{name: long, family: length, levels: [1, 2, 4]}}
+    - {{name: options, family: options, levels: [0, 2, 4]}}
     - {{name: code, family: domain, source: {{kind: text, path: {}}}}}
     - {{name: random, family: random}}",
         code.display()
@@ -286,8 +287,31 @@ fn text_shift_families_are_graded() {
     let id = &sets[0];
     assert_eq!(id.samples(), 200);
     assert_eq!(id.len, 16);
-    for name in ["char", "word", "corrupt", "long"] {
+    for name in ["char", "word", "corrupt", "long", "options"] {
         assert_graded(&sets, name, id);
+    }
+    // Multiple choice on text: 4 options of 16 / 4 = 4 tokens listed before the question; the
+    // correct one is the 4 tokens that follow the question in the text.
+    let four = by_level(&sets, "options")[2];
+    let (m, k) = (four.option_len, four.option_count());
+    assert_eq!((m, k), (4, 4));
+    let long = by_level(&sets, "long")[2];
+    let (options, correct) = (
+        four.options.as_ref().unwrap(),
+        four.correct.as_ref().unwrap(),
+    );
+    for i in 0..four.samples() {
+        let sample = four.sample(i);
+        let listed = &options[i * k * m..(i + 1) * k * m];
+        assert_eq!(&sample[..k * m], listed);
+        assert_eq!(&sample[k * m..], id.sample(i));
+        let truth = &long.sample(i)[16..16 + m];
+        let c = correct[i] as usize;
+        assert_eq!(&listed[c * m..(c + 1) * m], truth);
+        let others = (0..k)
+            .filter(|&j| &listed[j * m..(j + 1) * m] == truth)
+            .count();
+        assert_eq!(others, 1, "the true continuation is listed once");
     }
     for name in ["char", "word", "corrupt"] {
         assert_novelty_grows(&sets, name);
@@ -432,7 +456,7 @@ fn every_family_on_every_source_is_refused_or_builds() {
             }
         }
     }
-    // none, token_corruption and random everywhere; hops, options and conflict on the rule graph;
+    // none, token_corruption, options and random everywhere; hops and conflict on the rule graph;
     // char and word noise, length and domain on text and the grammar; grammar_shift on the grammar.
-    assert_eq!(built, 3 * 3 + 3 + 4 + 5);
+    assert_eq!(built, 4 * 3 + 2 + 4 + 5);
 }

@@ -24,6 +24,9 @@
 //! - `length` (x): windows of round(x * context) + 1 tokens from the same starts.
 //! - `grammar_shift` (q): the held-out documents regenerated from the grammar with a fraction q
 //!   of its rows re-drawn, windows from the same starts.
+//! - `options` (k): multiple choice. The question is a window's first `context` tokens, the true
+//!   option the `option_len` tokens after it, the distractors other windows' continuations; the
+//!   k options are listed before the question (see `text_options`).
 //! - `domain` (1): windows of another source, tokenized by the run's tokenizer.
 //!
 //! Every family at its identity level (0; 1 for `length`) reproduces the `none` set exactly.
@@ -59,9 +62,12 @@ pub struct ProbeSet {
     pub tokens: Vec<u32>,
     /// Whether the last token is a rule-graph answer (scored as `answer_loss`, `answer_acc`).
     pub has_answer: bool,
-    /// For multiple choice: each sample's options (single tokens), row-major `[samples, k]`.
+    /// For multiple choice: each sample's options, row-major `[samples, k, option_len]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<Vec<u32>>,
+    /// Tokens per option.
+    #[serde(default = "one")]
+    pub option_len: usize,
     /// For multiple choice: the index of the correct option of each sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correct: Option<Vec<u32>>,
@@ -89,7 +95,7 @@ impl ProbeSet {
     pub fn option_count(&self) -> usize {
         self.options
             .as_ref()
-            .map_or(0, |o| o.len() / self.samples())
+            .map_or(0, |o| o.len() / (self.samples() * self.option_len))
     }
 
     fn from_sequences(
@@ -108,11 +114,16 @@ impl ProbeSet {
             tokens: sequences.concat(),
             has_answer,
             options: None,
+            option_len: 1,
             correct: None,
             distance: 0.0,
             novelty: 0.0,
         }
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 /// What `probes.json` holds.
@@ -442,6 +453,11 @@ fn document_sets(
                     noised(&mut |t| noise::word_noise(t, level, &pool, &mut rng))?
                 }
                 ShiftFamily::Length => base.iter().map(|w| cut(&w.tokens, len_at(level))).collect(),
+                ShiftFamily::Options => {
+                    let probe = text_options(set, level, &base, context, config, &name)?;
+                    out.push(probe);
+                    continue;
+                }
                 ShiftFamily::GrammarShift => {
                     let grammar = docs.grammar.as_ref().expect("validated: a grammar source");
                     let shifted = grammar.shifted(level);
@@ -486,6 +502,60 @@ fn document_sets(
     }
     measure_shift(&mut out, &id);
     Ok(out)
+}
+
+/// Multiple choice on text: the question is a window's first `context` tokens, the true option
+/// the `option_len` tokens that follow it, the k - 1 distractors the continuations of other
+/// windows (distinct, and not equal to the true one). The options are listed before the question;
+/// the sample's last token is the true option's first, so level 0 is the unshifted set.
+fn text_options(
+    set: &ProbeSetConfig,
+    level: f64,
+    base: &[Window],
+    context: usize,
+    config: &Config,
+    name: &str,
+) -> Result<ProbeSet, InputError> {
+    let (k, m) = (level as usize, config.option_len());
+    let continuation = |w: &Window| w.tokens[context..context + m].to_vec();
+    let mut rng = rng_for(config, set, level);
+    let (mut seqs, mut options, mut correct) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, window) in base.iter().enumerate() {
+        let truth = continuation(window);
+        let mut choices = if k == 0 { vec![] } else { vec![truth.clone()] };
+        let mut others: Vec<usize> = (0..base.len()).filter(|&j| j != i).collect();
+        others.shuffle(&mut rng);
+        for j in others {
+            if choices.len() >= k {
+                break;
+            }
+            let candidate = continuation(&base[j]);
+            if !choices.contains(&candidate) {
+                choices.push(candidate);
+            }
+        }
+        if choices.len() < k {
+            return Err(InputError::Other(format!(
+                "{name}: only {} distinct continuations for {k} options; draw more samples",
+                choices.len()
+            )));
+        }
+        choices.shuffle(&mut rng);
+        let mut seq: Vec<u32> = choices.concat();
+        seq.extend(&window.tokens[..context + 1]);
+        if let Some(at) = choices.iter().position(|c| *c == truth) {
+            correct.push(at as u32);
+        }
+        options.extend(choices.concat());
+        seqs.push(seq);
+    }
+    let mut probe = ProbeSet::from_sequences(set, level, seqs, false);
+    if k > 0 {
+        probe.options = Some(options);
+        probe.option_len = m;
+        probe.correct = Some(correct);
+    }
+    Ok(probe)
 }
 
 /// Replaces each token with probability `p` by a different token, never BOS.
