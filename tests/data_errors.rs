@@ -168,6 +168,20 @@ fn bad_data_exits_2_naming_the_file_and_line_before_anything_is_written() {
             ],
         ),
         (
+            "invalid UTF-8 under word",
+            config(
+                &format!(
+                    "{}\n  tokenizer: {{kind: word}}",
+                    source(&format!("{{kind: text, path: {invalid_utf8}}}"))
+                ),
+                ID,
+            ),
+            vec![
+                invalid_utf8.clone(),
+                format!("line {line_of_invalid}: invalid UTF-8"),
+            ],
+        ),
+        (
             "a JSONL line that is not JSON",
             config(
                 &source(&format!("{{kind: jsonl, path: {jsonl_bad}, field: text}}")),
