@@ -463,10 +463,7 @@ impl Config {
 
     /// As `load`, from YAML text; `origin` names the text in messages.
     pub fn from_yaml(text: &str, origin: &str, overrides: &[String]) -> Result<Config, InputError> {
-        let mut tree: Value = serde_saphyr::from_str(text).map_err(|e| InputError::File {
-            file: origin.to_string(),
-            message: format!("invalid YAML: {e}"),
-        })?;
+        let mut tree = yaml_tree(text, origin)?;
         if tree.is_null() {
             return Err(InputError::File {
                 file: origin.to_string(),
@@ -476,13 +473,7 @@ impl Config {
         for spec in overrides {
             apply_override(&mut tree, spec)?;
         }
-        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
-            let path = e.path().to_string();
-            InputError::Fields {
-                file: origin.to_string(),
-                issues: vec![(path, e.into_inner().to_string())],
-            }
-        })?;
+        let config: Config = typed(tree, origin)?;
         let issues = config.validate();
         if !issues.is_empty() {
             return Err(InputError::Fields {
@@ -583,12 +574,7 @@ impl Config {
             }
         };
         check(
-            !self.name.is_empty()
-                && self
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                && !self.name.starts_with('.'),
+            is_folder_name(&self.name),
             "name",
             format!(
                 "{:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
@@ -1040,6 +1026,32 @@ fn validate_source(source: &SourceConfig, p: &str, check: &mut dyn FnMut(bool, &
             );
         }
     }
+}
+
+/// Whether `name` can name a folder we create: non-empty, letters, digits, '-', '_' and '.', and
+/// not hidden (a leading '.' is how temporary folders are named).
+pub fn is_folder_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// YAML text as a generic tree; `origin` names the text in messages.
+pub fn yaml_tree(text: &str, origin: &str) -> Result<Value, InputError> {
+    serde_saphyr::from_str(text).map_err(|e| InputError::File {
+        file: origin.to_string(),
+        message: format!("invalid YAML: {e}"),
+    })
+}
+
+/// A YAML tree as a typed struct; the error names the field path of the first problem.
+pub fn typed<T: serde::de::DeserializeOwned>(tree: Value, origin: &str) -> Result<T, InputError> {
+    serde_path_to_error::deserialize(tree).map_err(|e| InputError::Fields {
+        file: origin.to_string(),
+        issues: vec![(e.path().to_string(), e.into_inner().to_string())],
+    })
 }
 
 /// Applies one `a.b[2].c=value` override to the YAML tree, parsing `value` as YAML.

@@ -20,12 +20,12 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::Deserialize;
 
-use crate::config::ProbeSetConfig;
+use crate::config::{self, ProbeSetConfig};
 use crate::data::probes;
 use crate::device;
 use crate::error::InputError;
 use crate::evaluate::evaluate;
-use crate::run::{FinishedRun, reload_dataset, save_probes};
+use crate::run::{FinishedRun, save_probes};
 use crate::sink::RunDir;
 use crate::train::tokens_seen;
 
@@ -85,15 +85,7 @@ pub fn probe(
         file: origin.clone(),
         message: format!("cannot read: {e}"),
     })?;
-    let tree: serde_json::Value = serde_saphyr::from_str(&yaml).map_err(|e| InputError::File {
-        file: origin.clone(),
-        message: format!("invalid YAML: {e}"),
-    })?;
-    let request: ProbeFile =
-        serde_path_to_error::deserialize(tree).map_err(|e| InputError::Fields {
-            file: origin.clone(),
-            issues: vec![(e.path().to_string(), e.into_inner().to_string())],
-        })?;
+    let request: ProbeFile = config::typed(config::yaml_tree(&yaml, &origin)?, &origin)?;
     let run = FinishedRun::open(run_dir)?;
     let mut config = run.config.clone();
     if let Some(samples) = request.samples {
@@ -117,13 +109,9 @@ pub fn probe(
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "probes".into()),
     };
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    if !config::is_folder_name(&name) {
         return Err(InputError::Other(format!(
-            "--name {name:?}: use only letters, digits, '-', '_' and '.'"
+            "--name {name:?}: use only letters, digits, '-', '_' and '.' (not leading)"
         ))
         .into());
     }
@@ -136,7 +124,7 @@ pub fn probe(
 
     let device = device::select(config.device)?;
     tracing::info!("{}", device.reason);
-    let data = reload_dataset(&config, run_dir)?;
+    let data = run.reload_dataset(&config, run_dir)?;
     let sets = probes::build(&config, &request.sets, &data)?;
     let available = run.steps_with_weights(run_dir)?;
     let steps = match steps {

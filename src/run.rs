@@ -175,18 +175,21 @@ struct Prepared {
     plan: ProbePlan,
 }
 
-/// A new run's data and probe sets, or (with `run_dir`) an existing run's: its saved tokenizer
-/// and probe sets, never rebuilt.
-fn prepare(config: &Config, run_dir: Option<&Path>) -> Result<Prepared> {
+/// A new run's data and probe sets, or (with `saved`) an existing run's: its saved tokenizer
+/// and probe sets, checked against its manifest, never rebuilt.
+fn prepare(config: &Config, saved: Option<(&Path, &Manifest)>) -> Result<Prepared> {
     let device = device::select(config.device)?;
     tracing::info!("{}", device.reason);
-    let (data, probe_sets) = match run_dir {
+    let (data, probe_sets) = match saved {
         None => {
             let data = Dataset::prepare(config, None)?;
             let sets = probes::build(config, &config.probes.sets, &data)?;
             (data, sets)
         }
-        Some(dir) => load_data(config, dir)?,
+        Some((dir, manifest)) => (
+            reload_dataset(config, dir, &manifest.data_fingerprint)?,
+            load_probes(&dir.join("probes.json"), &manifest.probes_hash)?,
+        ),
     };
     tracing::info!("{}; {} probe sets", data.describe(), probe_sets.len());
     Ok(Prepared {
@@ -197,22 +200,13 @@ fn prepare(config: &Config, run_dir: Option<&Path>) -> Result<Prepared> {
     })
 }
 
-/// An existing run's data (its tokenizer reloaded) and its stored probe sets, checked against the
-/// manifest's hash.
-pub fn load_data(config: &Config, run_dir: &Path) -> Result<(Dataset, Vec<ProbeSet>)> {
-    let data = reload_dataset(config, run_dir)?;
-    let sets = load_probes(&run_dir.join("probes.json"), &read_probes_hash(run_dir)?)?;
-    Ok((data, sets))
-}
-
 /// An existing run's data with its saved tokenizer, checked against the fingerprint it started
-/// with.
-pub fn reload_dataset(config: &Config, run_dir: &Path) -> Result<Dataset, InputError> {
+/// with (`recorded`, from its manifest).
+fn reload_dataset(config: &Config, run_dir: &Path, recorded: &str) -> Result<Dataset, InputError> {
     let tokenizer = Tokenizer::load(&run_dir.join("tokenizer.json"))?;
     let data = Dataset::prepare(config, Some(tokenizer))?;
-    let recorded = manifest_field(run_dir, "data_fingerprint")?;
     let actual = data.fingerprint();
-    if recorded.as_str() != Some(actual.as_str()) {
+    if recorded != actual {
         return Err(InputError::Other(format!(
             "data.source: the data differs from what the run started with (fingerprint {actual}, \
              the manifest records {recorded}); restore the corpus or start a new run"
@@ -221,29 +215,15 @@ pub fn reload_dataset(config: &Config, run_dir: &Path) -> Result<Dataset, InputE
     Ok(data)
 }
 
-fn read_probes_hash(run_dir: &Path) -> Result<String, InputError> {
-    manifest_field(run_dir, "probes_hash")?
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| InputError::File {
-            file: run_dir.join("manifest.json").display().to_string(),
-            message: "probes_hash is not a string".into(),
-        })
-}
-
-fn manifest_field(run_dir: &Path, field: &str) -> Result<serde_json::Value, InputError> {
+/// A run's manifest.json.
+fn read_manifest(run_dir: &Path) -> Result<Manifest, InputError> {
     let path = run_dir.join("manifest.json");
     let bad = |message: String| InputError::File {
         file: path.display().to_string(),
         message,
     };
     let text = fs::read(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let mut value: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-    match value.get_mut(field) {
-        Some(v) => Ok(v.take()),
-        None => Err(bad(format!("no {field}"))),
-    }
+    serde_json::from_slice(&text).map_err(|e| bad(format!("not a run manifest: {e}")))
 }
 
 /// What later commands (`dump`, `probe`) need of a finished run: its config, its stored probe
@@ -253,6 +233,7 @@ pub struct FinishedRun {
     pub run_id: String,
     pub probe_sets: Vec<ProbeSet>,
     pub vocab_size: usize,
+    data_fingerprint: String,
     pub weights: PathBuf,
 }
 
@@ -275,24 +256,21 @@ impl FinishedRun {
             .into());
         }
         let config = Config::load(&config_path, &[])?;
-        let probe_sets = load_probes(&run_dir.join("probes.json"), &read_probes_hash(run_dir)?)?;
-        let vocab_size = manifest_field(run_dir, "vocab_size")?
-            .as_u64()
-            .ok_or_else(|| InputError::File {
-                file: run_dir.join("manifest.json").display().to_string(),
-                message: "vocab_size is not a number".into(),
-            })? as usize;
-        let run_id = manifest_field(run_dir, "run_id")?
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let manifest = read_manifest(run_dir)?;
+        let probe_sets = load_probes(&run_dir.join("probes.json"), &manifest.probes_hash)?;
         Ok(FinishedRun {
             config,
-            run_id,
+            run_id: manifest.run_id,
             probe_sets,
-            vocab_size,
+            vocab_size: manifest.vocab_size,
+            data_fingerprint: manifest.data_fingerprint,
             weights,
         })
+    }
+
+    /// The run's data, re-read with its saved tokenizer and checked against its fingerprint.
+    pub fn reload_dataset(&self, config: &Config, run_dir: &Path) -> Result<Dataset, InputError> {
+        reload_dataset(config, run_dir, &self.data_fingerprint)
     }
 
     /// The final weights, on `device`.
@@ -459,7 +437,7 @@ pub fn resume(run_dir: &Path, command_line: Vec<String>, stop: &AtomicBool) -> R
         ))
         .into());
     }
-    let prepared = prepare(&config, Some(run_dir))?;
+    let prepared = prepare(&config, Some((run_dir, &manifest)))?;
     if prepared.device.backend != manifest.device.backend {
         tracing::warn!(
             "the run started on {} and resumes on {}: results after the checkpoint will not match \
