@@ -148,7 +148,7 @@ pub fn build(
     let samples_of = |set: &ProbeSetConfig| set.samples.unwrap_or(config.probes.samples);
     let most = sets.iter().map(samples_of).max().unwrap_or(1);
     let mut out = match &data.kind {
-        Kind::Facts(kb) => facts_sets(config, sets, kb, data.vocab_size)?,
+        Kind::Facts(kb) => facts_sets(config, sets, kb, data.vocab_size, most)?,
         Kind::Documents(docs) => document_sets(config, sets, docs, data, most)?,
     };
     // Each set keeps its own sample count (a prefix of the shared draw).
@@ -195,9 +195,9 @@ fn rng_for(config: &Config, set: &ProbeSetConfig, level: f64) -> ChaCha8Rng {
 
 /// `n` items in a seeded order (all of them if there are fewer): a prefix of one shuffle, so a
 /// smaller sample is a prefix of a larger one.
-fn draw<T: Copy>(items: &[T], n: usize, seed: u64) -> Vec<T> {
+fn draw<T: Copy>(items: &[T], n: usize, rng: &mut ChaCha8Rng) -> Vec<T> {
     let mut order: Vec<usize> = (0..items.len()).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    order.shuffle(rng);
     order.into_iter().take(n).map(|i| items[i]).collect()
 }
 
@@ -206,13 +206,10 @@ fn facts_sets(
     sets: &[ProbeSetConfig],
     kb: &KnowledgeBase,
     vocab: usize,
+    samples: usize,
 ) -> Result<Vec<ProbeSet>, InputError> {
-    let samples = sets
-        .iter()
-        .map(|s| s.samples.unwrap_or(config.probes.samples))
-        .max()
-        .unwrap_or(1);
-    let id_facts = draw(&kb.train, samples, derive_seed(config.seed, "probes/id"));
+    let mut id_rng = ChaCha8Rng::seed_from_u64(derive_seed(config.seed, "probes/id"));
+    let id_facts = draw(&kb.train, samples, &mut id_rng);
     let id: Vec<Vec<u32>> = id_facts.iter().map(|f| kb.sequence(f)).collect();
     let mut out = Vec::new();
     for (i, set) in sets.iter().enumerate() {
@@ -242,8 +239,7 @@ fn facts_sets(
                             set.name
                         )));
                     }
-                    let seed = derive_seed(config.seed, &format!("probes/{}/{level}", set.name));
-                    let seqs = draw(&pool, samples, seed)
+                    let seqs = draw(&pool, samples, &mut rng)
                         .iter()
                         .map(|f| kb.sequence(f))
                         .collect();
