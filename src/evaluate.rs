@@ -296,8 +296,8 @@ pub fn forward(
             inputs.extend(sample[..len].iter().map(|&t| t as i64));
             targets.extend(sample[1..].iter().map(|&t| t as i64));
         }
-        let inputs = Tensor::<2, Int>::from_data(TensorData::new(inputs, [n, len]), device);
-        let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [n, len, 1]), device);
+        let inputs = int_tensor(inputs, [n, len], device);
+        let targets = int_tensor(targets, [n, len, 1], device);
         let (l, sites) = model.forward_with_sites(inputs);
         let v = l.dims()[2];
         let nll = -log_softmax(l.clone(), 2).gather(2, targets);
@@ -388,11 +388,8 @@ fn option_scores(
         probe.option_len,
         probe.len,
     );
-    let ints = |values: Vec<i64>, shape: [usize; 2]| {
-        Tensor::<2, Int>::from_data(TensorData::new(values, shape), device)
-    };
     if m == 1 {
-        let ids = ints(options.iter().map(|&t| t as i64).collect(), [n, k]);
+        let ids = int_tensor(options.iter().map(|&t| t as i64).collect(), [n, k], device);
         return Some(log_softmax(logits.clone(), 1).gather(1, ids));
     }
     // Row (i, j): sample i's input, then option j but its last token; the last m positions
@@ -410,10 +407,10 @@ fn option_scores(
             targets.extend(option.iter().map(|&t| t as i64));
         }
         let b = chunk.len();
-        let l = model.forward(ints(inputs, [b, read]));
+        let l = model.forward(int_tensor(inputs, [b, read], device));
         let v = l.dims()[2];
         let tail = l.slice([0..b, len - 1..read, 0..v]);
-        let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, m, 1]), device);
+        let targets = int_tensor(targets, [b, m, 1], device);
         let logp = log_softmax(tail, 2).gather(2, targets);
         scores.push(logp.mean_dim(1).reshape([b]));
     }
@@ -440,24 +437,31 @@ fn answer_stats(
         };
         Tensor::cat(vec![x.mean().reshape([1]), std], 0)
     };
-    let ints = |values: Vec<i64>, k: usize| {
-        Tensor::<2, Int>::from_data(TensorData::new(values, [n, k]), device)
-    };
     let mut parts = vec![stats(losses.reshape([n, 1]))];
     if probe.has_answer {
-        let answers = ints(
+        let answers = int_tensor(
             (0..n).map(|i| probe.sample(i)[probe.len] as i64).collect(),
-            1,
+            [n, 1],
+            device,
         );
         let loss = -log_softmax(logits.clone(), 1).gather(1, answers.clone());
         let correct = logits.clone().argmax(1).equal(answers).float();
         parts.extend([stats(loss), stats(correct)]);
     }
     if let (Some(scores), Some(correct)) = (scores, &probe.correct) {
-        let correct = ints(correct.iter().map(|&c| c as i64).collect(), 1);
+        let correct = int_tensor(correct.iter().map(|&c| c as i64).collect(), [n, 1], device);
         parts.push(stats(scores.argmax(1).equal(correct).float()));
     }
     Tensor::cat(parts, 0)
+}
+
+/// Token ids (or indices) as an Int tensor of `shape` on `device`.
+fn int_tensor<const D: usize>(
+    values: Vec<i64>,
+    shape: [usize; D],
+    device: &Device,
+) -> Tensor<D, Int> {
+    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 #[cfg(test)]
