@@ -5,8 +5,9 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use parquet::arrow::ArrowWriter;
+mod common;
+
+use arrow::array::{ArrayRef, Int64Array, StringArray};
 
 /// A config around `data`, with a tiny model of `seq_len` 32.
 fn config(data: &str, sets: &str) -> String {
@@ -61,14 +62,6 @@ fn text(dir: &Path, name: &str, body: &[u8]) -> String {
     path.display().to_string()
 }
 
-fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
-    let batch = RecordBatch::try_from_iter(columns).unwrap();
-    let mut writer =
-        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-}
-
 /// Several KB of plain text, enough documents to split.
 fn good_text() -> Vec<u8> {
     (0..400)
@@ -97,7 +90,7 @@ fn bad_data_exits_2_naming_the_file_and_line_before_anything_is_written() {
     );
     let jsonl_number = text(d, "number.jsonl", b"{\"text\": 42}\n");
     let pq = d.join("table.parquet");
-    write_parquet(
+    common::write_parquet(
         &pq,
         vec![
             (

@@ -8,11 +8,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Int64Array, RecordBatch, StringArray};
+mod common;
+
+use arrow::array::{ArrayRef, Int64Array, StringArray};
 use densitrace::config::{Config, SourceConfig};
 use densitrace::data::probes::{self, ProbeSet};
 use densitrace::data::{Dataset, Kind, source};
-use parquet::arrow::ArrowWriter;
 
 /// About 60 KB of varied English-like text, in several files.
 fn write_corpus(dir: &Path) {
@@ -146,7 +147,19 @@ fn text_sources_read_back_what_was_written() {
 
     // parquet: the named string column of each row.
     let pq = dir.path().join("d.parquet");
-    write_parquet(&pq, &["alpha", "béta", "gamma"]);
+    common::write_parquet(
+        &pq,
+        vec![
+            (
+                "text",
+                Arc::new(StringArray::from(vec!["alpha", "béta", "gamma"])) as ArrayRef,
+            ),
+            (
+                "n",
+                Arc::new(Int64Array::from_iter_values(0..3)) as ArrayRef,
+            ),
+        ],
+    );
     let docs = source::read_documents(
         &SourceConfig::Parquet {
             path: pq.display().to_string(),
@@ -164,24 +177,6 @@ fn text_sources_read_back_what_was_written() {
             b"gamma".to_vec()
         ]
     );
-}
-
-pub fn write_parquet(path: &Path, texts: &[&str]) {
-    let batch = RecordBatch::try_from_iter([
-        (
-            "text",
-            Arc::new(StringArray::from(texts.to_vec())) as arrow::array::ArrayRef,
-        ),
-        (
-            "n",
-            Arc::new(Int64Array::from_iter_values(0..texts.len() as i64)) as _,
-        ),
-    ])
-    .unwrap();
-    let mut writer =
-        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
 }
 
 #[test]

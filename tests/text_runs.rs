@@ -141,9 +141,7 @@ fn an_interrupted_bpe_run_resumes_to_the_same_tables_with_its_saved_tokenizer() 
     std::fs::write(&config, config_yaml(&corpus)).unwrap();
 
     let reference_out = tmp.path().join("reference");
-    let t0 = Instant::now();
     let out = wait(start(&config, &reference_out));
-    eprintln!("reference run: {:?}", t0.elapsed());
     assert!(
         out.status.success(),
         "{}",
