@@ -405,10 +405,13 @@ fn document_sets(
     let cut = |tokens: &[u32], len: usize| tokens[..len + 1].to_vec();
     let id: Vec<Vec<u32>> = base.iter().map(|w| cut(&w.tokens, context)).collect();
     let span = (longest + 1) * SPAN_BYTES_PER_TOKEN;
-    let held_out_words = || -> Vec<String> {
+    // word_noise's substitutes: the held-out words, collected once for every level.
+    let held_out_words: Vec<String> = if sets.iter().any(|s| s.family == ShiftFamily::WordNoise) {
         let text = String::from_utf8_lossy(&docs.held_out_text);
         let set: std::collections::BTreeSet<&str> = text.split_whitespace().collect();
         set.into_iter().map(str::to_string).collect()
+    } else {
+        Vec::new()
     };
     let mut out = Vec::new();
     for (i, set) in sets.iter().enumerate() {
@@ -445,8 +448,7 @@ fn document_sets(
                 ShiftFamily::CharNoise | ShiftFamily::WordNoise if level == 0.0 => id.clone(),
                 ShiftFamily::CharNoise => noised(&mut |t| noise::char_noise(t, level, &mut rng))?,
                 ShiftFamily::WordNoise => {
-                    let pool = held_out_words();
-                    noised(&mut |t| noise::word_noise(t, level, &pool, &mut rng))?
+                    noised(&mut |t| noise::word_noise(t, level, &held_out_words, &mut rng))?
                 }
                 ShiftFamily::Length => base.iter().map(|w| cut(&w.tokens, len_at(level))).collect(),
                 ShiftFamily::Options => {
