@@ -91,7 +91,7 @@ pub struct DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
-    /// The synthetic knowledge graph of SCIENCE.md (see `data::rulegraph`).
+    /// The synthetic knowledge graph of docs/science.md (see `data::rulegraph`).
     Rulegraph(RuleGraphConfig),
     /// A seeded Markov language with a shift knob (see `data::grammar`).
     Grammar(GrammarConfig),
@@ -1142,5 +1142,34 @@ mod tests {
         assert_eq!(split_indices("steps").unwrap(), ("steps", vec![]));
         assert!(split_indices("sets[x]").is_err());
         assert!(split_indices("[1]").is_err());
+    }
+
+    /// `--resume` and `probe` rebuild the config from config.yaml: every float must read back
+    /// with the bits the run started with, or a resumed run would train with another lr.
+    #[test]
+    fn the_written_config_reads_back_identical_with_random_floats() {
+        use rand::{Rng, SeedableRng};
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/quickstart.yaml");
+        let base = Config::load(&path, &[]).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for round in 0..500 {
+            let mut c = base.clone();
+            let mut unit = || rng.random_range(f64::EPSILON..1.0);
+            c.train.lr = unit();
+            c.train.min_lr = c.train.lr * unit();
+            c.train.weight_decay = unit();
+            c.train.beta1 = unit();
+            c.train.beta2 = unit();
+            c.train.grad_clip = unit() * 1e3;
+            let mut quantiles = vec![unit(), unit(), unit()];
+            quantiles.sort_by(f64::total_cmp);
+            c.probes.quantiles = quantiles;
+            c.probes.sets[2].levels = Some(vec![unit(), unit() / 3.0]);
+            let yaml = c.to_yaml();
+            let back = Config::from_yaml(&yaml, "round trip", &[])
+                .unwrap_or_else(|e| panic!("round {round}: {e}\n{yaml}"));
+            assert_eq!(back, c, "round {round}:\n{yaml}");
+            assert_eq!(back.to_yaml(), yaml, "round {round}");
+        }
     }
 }

@@ -313,8 +313,14 @@ impl FinishedRun {
     }
 }
 
-/// Reads stored probe sets and checks their content against `hash`.
-pub fn load_probes(path: &Path, hash: &str) -> Result<Vec<ProbeSet>, InputError> {
+/// Reads stored probe sets and checks them against `recorded`, the manifest's hash.
+///
+/// The hash is taken over the sets' JSON as serde_json writes it. Floats are written as the
+/// shortest text that reads back to the same bits and parsed exactly (serde_json's
+/// `float_roundtrip`), so the sets read back hash to what was recorded when they were written.
+/// Before that feature was on, some values (0.9991666666666665) parsed one bit off and every
+/// reload was refused; those files were written correctly and are accepted now unchanged.
+pub fn load_probes(path: &Path, recorded: &str) -> Result<Vec<ProbeSet>, InputError> {
     let bad = |message: String| InputError::File {
         file: path.display().to_string(),
         message,
@@ -322,10 +328,18 @@ pub fn load_probes(path: &Path, hash: &str) -> Result<Vec<ProbeSet>, InputError>
     let text = fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     let stored: probes::Stored =
         serde_json::from_slice(&text).map_err(|e| bad(format!("not a probe file: {e}")))?;
-    let actual = probes::content_hash(&stored.sets);
-    if actual != hash || stored.hash != hash {
+    if stored.hash != recorded {
         return Err(bad(format!(
-            "the probe sets' content hash is {actual}, the manifest records {hash}: the file was              changed after the run started"
+            "the file says its sets hash to {}, the run's manifest records {recorded}: it is \
+             not the probes.json this run wrote; restore that file or start a new run",
+            stored.hash
+        )));
+    }
+    let actual = probes::content_hash(&stored.sets);
+    if actual != recorded {
+        return Err(bad(format!(
+            "the sets it holds hash to {actual}, the manifest and the file record {recorded}: \
+             the sets were edited after the run started; restore the file or start a new run"
         )));
     }
     Ok(stored.sets)

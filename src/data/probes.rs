@@ -633,3 +633,81 @@ mod tests {
         assert!(tokens.iter().all(|&t| t != BOS && t < 50));
     }
 }
+
+/// Stored probe sets must read back exactly what was written: their hash is recomputed from the
+/// parsed sets by every later command, so one bit lost in a float refuses the run (issue 9).
+#[cfg(test)]
+mod round_trip {
+    use super::*;
+
+    /// A finite f64 of any magnitude and mantissa: random bits, plus ratios k/n like the
+    /// distances and novelties a probe set records (0.9991666666666665 = 1199/1200).
+    fn any_f64(rng: &mut ChaCha8Rng) -> f64 {
+        loop {
+            let x = if rng.random_bool(0.5) {
+                f64::from_bits(rng.random::<u64>())
+            } else {
+                rng.random_range(0..100_000u64) as f64 / rng.random_range(1..100_000u64) as f64
+            };
+            if x.is_finite() {
+                return x;
+            }
+        }
+    }
+
+    fn set(rng: &mut ChaCha8Rng, i: usize) -> ProbeSet {
+        ProbeSet {
+            name: format!("set{i}"),
+            family: ShiftFamily::TokenCorruption,
+            level: any_f64(rng),
+            len: 3,
+            tokens: (0..8).map(|_| rng.random_range(0..500)).collect(),
+            has_answer: false,
+            options: None,
+            option_len: 1,
+            correct: None,
+            distance: any_f64(rng),
+            novelty: any_f64(rng),
+        }
+    }
+
+    #[test]
+    fn probe_sets_with_random_floats_read_back_bit_for_bit_and_hash_the_same() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for round in 0..2_000 {
+            let sets: Vec<ProbeSet> = (0..4).map(|i| set(&mut rng, i)).collect();
+            let hash = content_hash(&sets);
+            let text = serde_json::to_string(&Stored {
+                hash: hash.clone(),
+                sets: sets.clone(),
+            })
+            .unwrap();
+            let back: Stored = serde_json::from_str(&text).unwrap();
+            for (a, b) in sets.iter().zip(&back.sets) {
+                for (x, y) in [
+                    (a.level, b.level),
+                    (a.distance, b.distance),
+                    (a.novelty, b.novelty),
+                ] {
+                    assert_eq!(
+                        x.to_bits(),
+                        y.to_bits(),
+                        "round {round}: {x:?} read back as {y:?}"
+                    );
+                }
+            }
+            assert_eq!(content_hash(&back.sets), hash, "round {round}");
+        }
+    }
+
+    /// The two values that broke every quickstart run, as the issue measured them: the text
+    /// written must parse to the value that prints as that same text.
+    #[test]
+    fn the_quickstart_values_that_broke_reloading_read_back_exactly() {
+        for text in ["0.9991666666666665", "0.22395833333333334"] {
+            let value: f64 = serde_json::from_str(text).unwrap();
+            assert_eq!(value, text.parse::<f64>().unwrap());
+            assert_eq!(serde_json::to_string(&value).unwrap(), text);
+        }
+    }
+}
