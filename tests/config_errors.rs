@@ -1,6 +1,8 @@
 //! Bad configs are caught before any work starts, and every message names the field path.
 
-use std::process::Command;
+mod common;
+
+use common::cli::bin;
 
 use densitrace::config::Config;
 use densitrace::error::InputError;
@@ -17,7 +19,7 @@ fn error_of(yaml: &str, overrides: &[&str]) -> String {
 
 /// `densitrace run CONFIG --out OUT`: its exit code and stderr.
 fn run_cli(config: &std::path::Path, out: &std::path::Path) -> (Option<i32>, String) {
-    let result = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+    let result = bin()
         .args([
             "run",
             config.to_str().unwrap(),
@@ -185,7 +187,7 @@ fn the_cli_exits_2_names_the_field_and_creates_no_run_directory() {
         "a run directory was created for a bad config"
     );
 
-    let missing = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+    let missing = bin()
         .args(["check", "no/such/config.yaml"])
         .output()
         .unwrap();
@@ -195,7 +197,7 @@ fn the_cli_exits_2_names_the_field_and_creates_no_run_directory() {
 
 #[test]
 fn check_prints_the_resolved_config_with_overrides() {
-    let result = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+    let result = bin()
         .args([
             "check",
             concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quickstart.yaml"),
@@ -357,7 +359,7 @@ fn malformed_configs_exit_2_name_the_field_and_leave_nothing() {
     // An output directory that cannot be created: its parent is a file.
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, "").unwrap();
-    let result = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+    let result = bin()
         .args([
             "run",
             concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quickstart.yaml"),

@@ -1,15 +1,15 @@
 //! Runs that can be killed at any moment, resumed, and give the same numbers: SIGKILL at random
 //! points, SIGINT, the run-directory lock, divergence and determinism, through the binary.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use arrow::array::AsArray;
-use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use common::cli::{
+    assert_same_tables, finish, manifest, resume, run_dir, start, table, write_config,
+};
 use rand::{Rng, SeedableRng};
 
 const CONFIG: &str = "
@@ -31,127 +31,6 @@ probes:
 checkpoint: {every: 50, keep_last: 2, major: [500]}
 ";
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_densitrace"))
-}
-
-fn write_config(dir: &Path, yaml: &str) -> PathBuf {
-    let path = dir.join("config.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
-fn start(config: &Path, out: &Path, extra: &[&str]) -> Child {
-    bin()
-        .args([
-            "run",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args(extra)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn resume(run: &Path) -> Child {
-    bin()
-        .args(["run", "--resume", run.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn finish(child: Child) -> Output {
-    child.wait_with_output().unwrap()
-}
-
-/// The one run directory under `out`, if it was created.
-fn run_dir(out: &Path, name: &str) -> Option<PathBuf> {
-    let entries = std::fs::read_dir(out.join(name)).ok()?;
-    let dirs: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
-    assert!(dirs.len() <= 1, "more than one run directory: {dirs:?}");
-    dirs.into_iter().next()
-}
-
-fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(parquet_files(&path));
-        } else if path.extension().is_some_and(|e| e == "parquet") {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Every row of a table as text, keyed by its identifying columns, without the columns that
-/// legitimately differ between runs (run_id, wall_time, tokens_per_s). Also proves each file
-/// is a complete, valid Parquet file.
-fn table(run: &Path, name: &str) -> BTreeMap<String, String> {
-    let mut rows = BTreeMap::new();
-    for path in parquet_files(&run.join(name)) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
-            .unwrap_or_else(|e| panic!("{} is not valid Parquet: {e}", path.display()))
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            for i in 0..batch.num_rows() {
-                let mut cells = Vec::new();
-                for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-                    if ["run_id", "wall_time", "tokens_per_s"].contains(&field.name().as_str()) {
-                        continue;
-                    }
-                    let cell = match field.data_type() {
-                        DataType::Utf8 => column.as_string::<i32>().value(i).to_string(),
-                        DataType::Int64 => column.as_primitive::<Int64Type>().value(i).to_string(),
-                        DataType::Int32 => column.as_primitive::<Int32Type>().value(i).to_string(),
-                        DataType::Float64 => {
-                            format!("{:?}", column.as_primitive::<Float64Type>().value(i))
-                        }
-                        other => panic!("unexpected column type {other}"),
-                    };
-                    cells.push(format!("{}={cell}", field.name()));
-                }
-                let line = cells.join(" ");
-                let key = cells
-                    .iter()
-                    .filter(|c| {
-                        !c.starts_with("value=")
-                            && !c.starts_with("std=")
-                            && !c.starts_with("loss=")
-                    })
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                assert!(
-                    rows.insert(key.clone(), line).is_none(),
-                    "{name}: a row appears twice: {key}"
-                );
-            }
-        }
-    }
-    rows
-}
-
-fn assert_same_tables(a: &Path, b: &Path) {
-    for name in ["density", "quantiles", "train"] {
-        let (ta, tb) = (table(a, name), table(b, name));
-        assert!(!ta.is_empty(), "{name} is empty");
-        assert_eq!(ta.len(), tb.len(), "{name}: row counts differ");
-        for (key, row) in &ta {
-            assert_eq!(Some(row), tb.get(key), "{name}: {key}");
-        }
-    }
-}
-
 /// A completed 20-step run of CONFIG under `dir`.
 fn finished_run(dir: &Path) -> PathBuf {
     let config = write_config(dir, CONFIG);
@@ -163,10 +42,6 @@ fn finished_run(dir: &Path) -> PathBuf {
         String::from_utf8_lossy(&output.stderr)
     );
     run_dir(&out, "crash").unwrap()
-}
-
-fn manifest(run: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
 }
 
 #[test]

@@ -2,10 +2,11 @@
 //! where there is one), and leaves no run directory behind.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 mod common;
+
+use common::cli::bin;
 
 use arrow::array::{ArrayRef, Int64Array, StringArray};
 
@@ -36,7 +37,7 @@ fn run(dir: &Path, yaml: &str) -> (Option<i32>, String) {
     let path = dir.join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
     let out = dir.join("runs");
-    let result = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+    let result = bin()
         .args([
             "run",
             path.to_str().unwrap(),
@@ -316,7 +317,7 @@ fn check_reads_the_data_too() {
     let path = dir.path().join("config.yaml");
     let check = |yaml: &str| {
         std::fs::write(&path, yaml).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_densitrace"))
+        bin()
             .args(["check", path.to_str().unwrap()])
             .current_dir(dir.path())
             .output()

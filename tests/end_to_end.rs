@@ -4,9 +4,10 @@
 
 mod common;
 
+use common::cli::bin;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use arrow::array::{Array, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::DataType;
@@ -37,7 +38,7 @@ fn run(config: &str, overrides: &[&str]) -> PathBuf {
     let dir = tempfile::tempdir().unwrap().keep();
     let path = dir.join("tiny.yaml");
     std::fs::write(&path, config).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_densitrace"));
+    let mut cmd = bin();
     cmd.args([
         "run",
         path.to_str().unwrap(),
@@ -329,7 +330,7 @@ fn read_npy(path: &Path) -> ([usize; 2], Vec<f32>) {
 fn dump_and_per_sample_output_reproduce_the_density_table() {
     let run = run(TINY, &["probes.per_sample=true"]);
     let npy = run.join("acts.npy");
-    let out = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+    let out = bin()
         .args([
             "dump",
             run.to_str().unwrap(),
@@ -424,7 +425,7 @@ fn dump_and_per_sample_output_reproduce_the_density_table() {
             "--position",
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_densitrace"))
+        let out = bin()
             .arg("dump")
             .arg(&run)
             .args(&args)

@@ -330,7 +330,7 @@ fn rows_beyond_one_dispatch_dimension_are_all_computed() {
 #[test]
 fn iid_normal_vectors_reproduce_the_science_reference_table() {
     let Some(device) = wgpu_device() else { return };
-    // SCIENCE.md, "Reference values on i.i.d. N(0,1) vectors": every column of the table.
+    // docs/science.md, "Reference values on i.i.d. N(0,1) vectors": every column of the table.
     let names = [
         "topk_energy@0.01",
         "topk_energy@0.05",

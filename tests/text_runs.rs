@@ -2,18 +2,17 @@
 //! same tables as one that never stopped (its tokenizer reloaded, not retrained), and
 //! `densitrace probe` measures new probe sets on the finished run.
 
+mod common;
+
+use common::cli::{bin, finish, resume, run_dir, start};
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
 use arrow::datatypes::Float64Type;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_densitrace"))
-}
 
 fn config_yaml(corpus: &Path) -> String {
     format!(
@@ -57,31 +56,6 @@ fn write_corpus(dir: &Path) -> PathBuf {
         .collect();
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn run_dir(out: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(out.join("text"))
-        .ok()?
-        .next()
-        .map(|e| e.unwrap().path())
-}
-
-fn wait(child: std::process::Child) -> Output {
-    child.wait_with_output().unwrap()
-}
-
-fn start(config: &Path, out: &Path) -> std::process::Child {
-    bin()
-        .args([
-            "run",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// (probe, level, site, position, metric, step) -> value, from every density file of a table.
@@ -141,18 +115,19 @@ fn an_interrupted_bpe_run_resumes_to_the_same_tables_with_its_saved_tokenizer() 
     std::fs::write(&config, config_yaml(&corpus)).unwrap();
 
     let reference_out = tmp.path().join("reference");
-    let out = wait(start(&config, &reference_out));
+    let out = finish(start(&config, &reference_out, &[]));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let reference = run_dir(&reference_out).unwrap();
+    let reference = run_dir(&reference_out, "text").unwrap();
 
     let out_dir = tmp.path().join("interrupted");
-    let child = start(&config, &out_dir);
+    let child = start(&config, &out_dir, &[]);
     let t0 = Instant::now();
-    while run_dir(&out_dir).is_none_or(|r| !r.join("checkpoints/step-000020/DONE").exists()) {
+    while run_dir(&out_dir, "text").is_none_or(|r| !r.join("checkpoints/step-000020/DONE").exists())
+    {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "no checkpoint at step 20"
@@ -160,8 +135,8 @@ fn an_interrupted_bpe_run_resumes_to_the_same_tables_with_its_saved_tokenizer() 
         std::thread::sleep(Duration::from_millis(5));
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = wait(child);
-    let run = run_dir(&out_dir).unwrap();
+    let out = finish(child);
+    let run = run_dir(&out_dir, "text").unwrap();
     let tokenizer = std::fs::read(run.join("tokenizer.json")).unwrap();
     let probes = std::fs::read(run.join("probes.json")).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -185,14 +160,7 @@ fn an_interrupted_bpe_run_resumes_to_the_same_tables_with_its_saved_tokenizer() 
     );
     std::fs::write(&corpus, original).unwrap();
     {
-        let out = wait(
-            bin()
-                .args(["run", "--resume", run.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
+        let out = finish(resume(&run));
         assert!(
             out.status.success(),
             "{}",
@@ -221,13 +189,13 @@ fn probe_measures_new_sets_on_a_finished_run() {
     let config = tmp.path().join("text.yaml");
     std::fs::write(&config, config_yaml(&corpus)).unwrap();
     let out_dir = tmp.path().join("runs");
-    let out = wait(start(&config, &out_dir));
+    let out = finish(start(&config, &out_dir, &[]));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let run = run_dir(&out_dir).unwrap();
+    let run = run_dir(&out_dir, "text").unwrap();
 
     let probes = tmp.path().join("later.yaml");
     std::fs::write(
@@ -324,5 +292,34 @@ fn probe_measures_new_sets_on_a_finished_run() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("changed after the run started"), "{stderr}");
+    assert!(
+        stderr.contains("probes.json: the sets it holds hash to")
+            && stderr.contains("were edited after the run started"),
+        "{stderr}"
+    );
+    let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(!error.contains("  "), "a run of spaces in: {error}");
+
+    // A probes.json from another run (its own hash differs from the manifest's) is named as such.
+    let other = text.replacen("\"hash\":\"", "\"hash\":\"0", 1);
+    std::fs::write(&path, other).unwrap();
+    let out = bin()
+        .args([
+            "dump",
+            run.to_str().unwrap(),
+            "--probe",
+            "id",
+            "--site",
+            "final.norm",
+            "-o",
+        ])
+        .arg(tmp.path().join("x.npy"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not the probes.json this run wrote"),
+        "{stderr}"
+    );
 }

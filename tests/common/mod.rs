@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use burn::tensor::Device;
 use densitrace::config::DeviceChoice;
 use densitrace::device;

@@ -1,0 +1,222 @@
+//! Every config shipped in experiments/, shortened, through every command a user runs on it:
+//! check, run, SIGKILL mid-run, --resume, dump and probe. Only the schedule (and gpu-medium's
+//! width) is shortened; data and probe sets are the shipped ones, so a value that only the
+//! shipped probe sets produce (issue 9: a float that did not read back exactly) fails here.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::cli::{bin, finish, has_checkpoint, manifest, run_dir, table};
+use densitrace::config::{Config, ShiftFamily};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every config in experiments/, by file stem.
+fn shipped() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("experiments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The overrides that shorten a shipped config to a 40-step run with evaluations at 0 and 40 and a
+/// checkpoint every 5 steps (so a kill lands after one, while the run still has steps to go). A model wider than the quickstart's is
+/// narrowed to 16 dimensions a head: the probe sets do not depend on the model.
+fn shortened(config: &Config) -> Vec<String> {
+    let mut sets: Vec<String> = [
+        "device=cpu",
+        "train.steps=40",
+        "train.warmup_steps=5",
+        "train.log_every=5",
+        "probes.every=40",
+        "probes.log_spaced=false",
+        "checkpoint.every=5",
+        "checkpoint.log_spaced=false",
+        "checkpoint.major=[]",
+    ]
+    .map(String::from)
+    .to_vec();
+    let m = &config.model;
+    if m.d_model > 128 {
+        let d = m.heads * 16;
+        sets.extend([
+            "model.layers=2".into(),
+            format!("model.d_model={d}"),
+            format!("model.d_ff={}", 4 * d),
+            "train.batch_size=32".into(),
+        ]);
+    }
+    sets
+}
+
+/// `densitrace ARGS` in the repository root (shipped configs name corpora relative to it).
+fn densitrace(args: &[&str]) -> std::process::Output {
+    bin().current_dir(root()).args(args).output().unwrap()
+}
+
+fn ok(output: &std::process::Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} exited {:?}:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn round_trip(name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = format!("experiments/{name}.yaml");
+    let config = Config::load(&root().join(&file), &[]).unwrap();
+    let overrides = shortened(&config);
+    let set_args: Vec<&str> = overrides
+        .iter()
+        .flat_map(|o| ["--set", o.as_str()])
+        .collect();
+
+    let mut check = vec!["check", file.as_str()];
+    check.extend(&set_args);
+    ok(&densitrace(&check), &format!("check {file}"));
+
+    // run, killed with SIGKILL once a checkpoint exists.
+    let out = tmp.path().join("runs");
+    let mut child = bin()
+        .current_dir(root())
+        .args(["run", &file, "--out", out.to_str().unwrap()])
+        .args(&set_args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        if run_dir(&out, &config.name).is_some_and(|r| has_checkpoint(&r)) {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let stderr = String::from_utf8_lossy(&finish(child).stderr).into_owned();
+            panic!("{file}: the run ended ({status}) before it could be killed:\n{stderr}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "{file}: no checkpoint after 600 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    finish(child);
+    let run = run_dir(&out, &config.name).unwrap();
+    assert_eq!(
+        manifest(&run)["status"],
+        "running",
+        "{file}: killed mid-run"
+    );
+    let run_arg = run.to_str().unwrap();
+
+    ok(
+        &densitrace(&["run", "--resume", run_arg]),
+        &format!("{file}: run --resume"),
+    );
+    assert_eq!(manifest(&run)["status"], "completed");
+    let steps: std::collections::BTreeSet<String> = table(&run, "density")
+        .keys()
+        .filter_map(|k| {
+            k.split(' ')
+                .find(|c| c.starts_with("step="))
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(
+        steps.into_iter().collect::<Vec<_>>(),
+        ["step=0", "step=40"],
+        "{file}: every evaluation once"
+    );
+
+    let id = &config.probes.sets[0];
+    assert_eq!(
+        id.family,
+        ShiftFamily::None,
+        "{file}: the first set is the id set"
+    );
+    let npy = tmp.path().join("acts.npy");
+    let dump = [
+        "dump",
+        run_arg,
+        "--probe",
+        &id.name,
+        "--site",
+        "final.norm",
+        "--position",
+        "last",
+        "-o",
+        npy.to_str().unwrap(),
+    ];
+    let stdout = ok(&densitrace(&dump), &format!("{file}: dump"));
+    assert!(
+        npy.is_file() && stdout.contains("float32"),
+        "{file}: {stdout}"
+    );
+
+    let probes = tmp.path().join("fresh.yaml");
+    std::fs::write(&probes, "sets:\n  - {name: again, family: none}\n").unwrap();
+    let probe = ["probe", run_arg, "--config", probes.to_str().unwrap()];
+    ok(&densitrace(&probe), &format!("{file}: probe"));
+    assert!(
+        !table(&run.join("probes/fresh"), "density").is_empty(),
+        "{file}: probe tables"
+    );
+}
+
+#[test]
+fn every_shipped_config_is_tested_here() {
+    assert_eq!(
+        shipped(),
+        [
+            "gpu-medium",
+            "grammar",
+            "jsonl",
+            "parquet",
+            "quickstart",
+            "text"
+        ],
+        "a config was added to or removed from experiments/: give it a test below"
+    );
+}
+
+#[test]
+fn quickstart_runs_resumes_dumps_and_probes() {
+    round_trip("quickstart");
+}
+
+#[test]
+fn gpu_medium_runs_resumes_dumps_and_probes() {
+    round_trip("gpu-medium");
+}
+
+#[test]
+fn grammar_runs_resumes_dumps_and_probes() {
+    round_trip("grammar");
+}
+
+#[test]
+fn jsonl_runs_resumes_dumps_and_probes() {
+    round_trip("jsonl");
+}
+
+#[test]
+fn parquet_runs_resumes_dumps_and_probes() {
+    round_trip("parquet");
+}
+
+#[test]
+fn text_runs_resumes_dumps_and_probes() {
+    round_trip("text");
+}
