@@ -1,6 +1,6 @@
 //! Metric names, their parameters, and the column layout every kernel and the reference share.
 //!
-//! Definitions (SCIENCE.md; `h` one activation vector of width d, `a = |h|`):
+//! Definitions (docs/science.md; `h` one activation vector of width d, `a = |h|`):
 //! - `l1`, `l2`: ||h||_1, ||h||_2.
 //! - `hoyer`: (sqrt(d) - ||h||_1/||h||_2) / (sqrt(d) - 1). Higher = sparser.
 //! - `participation_ratio`: (sum h^2)^2 / sum h^4 / d. Lower = sparser.

@@ -1,4 +1,4 @@
-//! The synthetic knowledge graph of SCIENCE.md, after the paper's pretraining setup.
+//! The synthetic knowledge graph of docs/science.md, after the paper's pretraining setup.
 //!
 //! - Entities and base relations: every base relation maps every entity to one tail entity, so
 //!   each (head, relation) has exactly one answer. All base facts are trained on.
