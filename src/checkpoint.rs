@@ -33,14 +33,12 @@ pub struct CheckpointState {
     pub diverged_at: Option<usize>,
 }
 
-fn dir_name(step: usize) -> String {
-    format!("step-{step:06}")
-}
+use crate::rundir::{CHECKPOINTS, step_folder as dir_name};
 
 /// The weights file of the checkpoint at `step`.
 pub fn model_path(run_dir: &Path, step: usize) -> PathBuf {
     run_dir
-        .join("checkpoints")
+        .join(CHECKPOINTS)
         .join(dir_name(step))
         .join("model.bpk")
 }
@@ -52,7 +50,7 @@ pub fn write(
     optimizer: &ModuleOptimizer,
     state: &CheckpointState,
 ) -> Result<PathBuf> {
-    let root = run_dir.join("checkpoints");
+    let root = run_dir.join(CHECKPOINTS);
     let final_dir = root.join(dir_name(state.step));
     let tmp = root.join(format!("{}.tmp", dir_name(state.step)));
     if tmp.exists() {
@@ -82,7 +80,7 @@ pub fn write(
 
 /// Every complete checkpoint, oldest first.
 pub fn list(run_dir: &Path) -> Result<Vec<CheckpointState>> {
-    let root = run_dir.join("checkpoints");
+    let root = run_dir.join(CHECKPOINTS);
     let mut found = Vec::new();
     if !root.is_dir() {
         return Ok(found);
@@ -116,7 +114,7 @@ pub fn prune(run_dir: &Path, config: &CheckpointConfig) -> Result<()> {
             || config.major.contains(&state.step)
             || Some(state.step) == newest_healthy;
         if !keep {
-            fs::remove_dir_all(run_dir.join("checkpoints").join(dir_name(state.step)))?;
+            fs::remove_dir_all(run_dir.join(CHECKPOINTS).join(dir_name(state.step)))?;
         }
     }
     Ok(())
@@ -129,7 +127,7 @@ pub fn load(
     model: Gpt,
     optimizer: ModuleOptimizer,
 ) -> Result<(Gpt, ModuleOptimizer)> {
-    let dir = run_dir.join("checkpoints").join(dir_name(step));
+    let dir = run_dir.join(CHECKPOINTS).join(dir_name(step));
     let model = model
         .try_load_file(dir.join("model.bpk"))
         .with_context(|| format!("loading {}", dir.join("model.bpk").display()))?;

@@ -14,8 +14,7 @@ use burn::prelude::*;
 use crate::error::InputError;
 use crate::evaluate::{forward, named_sites, vectors_at};
 use crate::metrics::{Position, SiteKind};
-use crate::run::FinishedRun;
-use crate::sink::write_atomic;
+use crate::rundir::{FinishedRun, write_atomic};
 
 pub struct DumpRequest<'a> {
     pub run_dir: &'a Path,

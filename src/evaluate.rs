@@ -11,11 +11,17 @@ use burn::prelude::*;
 use burn::tensor::Transaction;
 use burn::tensor::activation::log_softmax;
 
+use anyhow::Result;
+
 use crate::config::ProbePlan;
 use crate::data::probes::ProbeSet;
+use crate::device::RunDevice;
 use crate::kernels::{self, across, reference};
-use crate::metrics::{Columns, MetricSpec, Position, SiteKind, effective_rank};
+use crate::metrics::{
+    Columns, LOGITS_SITE, LogitsMetric, MetricSpec, Position, SiteKind, effective_rank,
+};
 use crate::model::{Gpt, Sites};
+use crate::rundir::RunDir;
 use crate::sink::{DensityRow, QuantileRow, RowKey, SampleRow};
 
 pub struct Evaluation {
@@ -24,6 +30,205 @@ pub struct Evaluation {
     /// Empty unless `probes.per_sample`.
     pub sample_rows: Vec<SampleRow>,
     pub readback_bytes: u64,
+}
+
+/// Who turns activations into metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduction {
+    /// The WGSL kernels, on the device; only summaries are read back.
+    Kernels,
+    /// The f64 reference, on the host; the activations are read back.
+    Reference,
+}
+
+impl Reduction {
+    /// The kernels on a wgpu device, the reference on the CPU backend.
+    pub fn for_device(device: &RunDevice) -> Reduction {
+        if device.measures_on_device() {
+            Reduction::Kernels
+        } else {
+            Reduction::Reference
+        }
+    }
+}
+
+/// What one evaluation measures, and where: the probe sets, the plan (sites, positions, metrics,
+/// quantiles) and the reduction.
+pub struct Probing<'a> {
+    pub sets: &'a [ProbeSet],
+    pub plan: &'a ProbePlan,
+    /// The model's blocks: `final.norm` and `logits` rows carry this as their layer.
+    pub layers: usize,
+    /// Probe tokens per forward pass.
+    pub batch_tokens: usize,
+    pub device: &'a Device,
+    pub reduction: Reduction,
+}
+
+impl Probing<'_> {
+    /// Measures every probe set on `model`.
+    pub fn evaluate(&self, model: &Gpt) -> Evaluation {
+        let (measured, answers) = self.forward_all(model);
+        let reads = Reads::new(self.plan);
+
+        // Read back what the evaluation needs, in one transaction: per measured tensor what the
+        // reduction registers, then each probe set's answer statistics.
+        let mut transaction = Transaction::default();
+        for m in &measured {
+            transaction = match self.reduction {
+                Reduction::Kernels => reads.register_kernels(transaction, m),
+                Reduction::Reference => transaction.register(m.vectors.clone()),
+            };
+        }
+        for a in &answers {
+            transaction = transaction.register(a.clone());
+        }
+        let data = transaction.execute();
+        let readback_bytes = data.iter().map(|d| d.as_bytes().len() as u64).sum();
+        let mut data = data.into_iter();
+        let mut next = || -> Vec<f32> {
+            data.next()
+                .expect("one read-back per registered tensor")
+                .try_to_vec::<f32>()
+                .expect("f32 read back")
+        };
+
+        let mut eval = Evaluation {
+            rows: Vec::new(),
+            quantile_rows: Vec::new(),
+            sample_rows: Vec::new(),
+            readback_bytes,
+        };
+        for m in &measured {
+            let reduced = match self.reduction {
+                Reduction::Kernels => reads.decode_kernels(&mut next, m),
+                Reduction::Reference => reads.reduce_reference(next(), m),
+            };
+            self.push_rows(&mut eval, m, reduced);
+        }
+        for probe in self.sets {
+            self.push_answer_rows(&mut eval, probe, next());
+        }
+        eval
+    }
+
+    /// Measures every probe set on `model` and writes the tables of `step` into `dir`, stamped
+    /// with `tokens_seen` and the `wall_time` read when the measurement is done.
+    pub fn evaluate_into(
+        &self,
+        model: &Gpt,
+        dir: &RunDir,
+        step: usize,
+        tokens_seen: i64,
+        wall_time: impl FnOnce() -> f64,
+    ) -> Result<Evaluation> {
+        let eval = self.evaluate(model);
+        let (step, wall_time) = (step as i64, wall_time());
+        dir.write_density(step, tokens_seen, wall_time, &eval.rows)?;
+        if !eval.quantile_rows.is_empty() {
+            dir.write_quantiles(step, tokens_seen, wall_time, &eval.quantile_rows)?;
+        }
+        if !eval.sample_rows.is_empty() {
+            dir.write_samples(step, &eval.sample_rows)?;
+        }
+        Ok(eval)
+    }
+
+    /// The forward passes: every probe set's site tensors at every configured position, and its
+    /// answer statistics (`answer_stats`), all still on the device.
+    fn forward_all(&self, model: &Gpt) -> (Vec<Measured>, Vec<Tensor<1>>) {
+        let mut measured = Vec::new();
+        let mut answers = Vec::new();
+        for (p, probe) in self.sets.iter().enumerate() {
+            let (logits, losses, sites) = forward(model, probe, self.batch_tokens, self.device);
+            let scores = option_scores(model, probe, &logits, self.batch_tokens, self.device);
+            answers.push(answer_stats(logits, losses, scores, probe, self.device));
+            for (layer, site, acts) in named_sites(sites, &self.plan.sites, self.layers) {
+                for &position in &self.plan.positions {
+                    let vectors = vectors_at(&acts, position, probe.last_index());
+                    measured.push(Measured {
+                        probe: p,
+                        layer,
+                        site: site.clone(),
+                        position,
+                        vectors,
+                    });
+                }
+            }
+        }
+        (measured, answers)
+    }
+
+    /// The density, quantile and (with `per_sample`) sample rows of one measured tensor, in the
+    /// config's metric order.
+    fn push_rows(&self, eval: &mut Evaluation, m: &Measured, mut reduced: Reduced) {
+        let probe = &self.sets[m.probe];
+        let key = |metric: &MetricSpec| RowKey {
+            probe: probe.name.clone(),
+            shift_family: probe.family.name(),
+            shift_level: probe.level,
+            layer: m.layer,
+            site: m.site.clone(),
+            position: m.position.name(),
+            metric: metric.to_string(),
+        };
+        let plan = self.plan;
+        if plan.per_sample {
+            let cols = Columns::for_metrics(&plan.metrics);
+            for metric in plan.metrics.iter().filter(|m| m.is_per_vector()) {
+                let (key, c) = (key(metric), cols.column(metric));
+                for (vector, values) in reduced.per_row.iter().enumerate() {
+                    eval.sample_rows.push(SampleRow {
+                        key: key.clone(),
+                        vector: vector as i64,
+                        value: values[c],
+                    });
+                }
+            }
+        }
+        reduced
+            .metrics
+            .sort_by_key(|r| plan.metrics.iter().position(|m| *m == r.metric));
+        for r in reduced.metrics {
+            let key = key(&r.metric);
+            for (&quantile, value) in plan.quantiles.iter().zip(r.quantiles) {
+                eval.quantile_rows.push(QuantileRow {
+                    key: key.clone(),
+                    quantile,
+                    value,
+                    n: r.n,
+                });
+            }
+            eval.rows.push(DensityRow {
+                key,
+                value: r.mean,
+                std: r.std,
+                n: r.n,
+            });
+        }
+    }
+
+    /// The `logits` rows of one probe set from its `answer_stats` read-back.
+    fn push_answer_rows(&self, eval: &mut Evaluation, probe: &ProbeSet, stats: Vec<f32>) {
+        let n = probe.samples() as i64;
+        for (i, metric) in answer_metrics(probe).into_iter().enumerate() {
+            let (value, std) = (stats[2 * i], stats[2 * i + 1]);
+            eval.rows.push(DensityRow {
+                key: RowKey {
+                    probe: probe.name.clone(),
+                    shift_family: probe.family.name(),
+                    shift_level: probe.level,
+                    layer: self.layers as i32,
+                    site: LOGITS_SITE.into(),
+                    position: Position::Last.name(),
+                    metric: metric.name().into(),
+                },
+                value: value as f64,
+                std: std as f64,
+                n,
+            });
+        }
+    }
 }
 
 /// One measured tensor, before it is reduced: which probe set, site and position it belongs to.
@@ -36,228 +241,192 @@ struct Measured {
     vectors: Tensor<2>,
 }
 
-pub fn evaluate(
-    model: &Gpt,
-    probes: &[ProbeSet],
-    plan: &ProbePlan,
-    layers: usize,
-    batch_size: usize,
-    device: &Device,
-    on_device: bool,
-) -> Evaluation {
-    let cols = Columns::for_metrics(&plan.metrics);
-    let mut measured = Vec::new();
-    let mut answers = Vec::new();
-    for (p, probe) in probes.iter().enumerate() {
-        let (logits, losses, sites) = forward(model, probe, batch_size, device);
-        let scores = option_scores(model, probe, &logits, batch_size, device);
-        answers.push(answer_stats(logits, losses, scores, probe, device));
-        for (layer, site, acts) in named_sites(sites, &plan.sites, layers) {
-            for &position in &plan.positions {
-                let vectors = vectors_at(&acts, position, probe.last_index());
-                measured.push(Measured {
-                    probe: p,
-                    layer,
-                    site: site.clone(),
-                    position,
-                    vectors,
-                });
-            }
-        }
-    }
+/// One metric of one measured tensor, reduced over its vectors.
+struct MetricResult {
+    metric: MetricSpec,
+    mean: f64,
+    std: f64,
+    /// Finite vectors it was computed over.
+    n: i64,
+    /// At the plan's quantiles; empty for across-vector metrics.
+    quantiles: Vec<f64>,
+}
 
-    // Read back what the evaluation needs, in one transaction: per measured tensor its summary
-    // and quantiles (on the device) or the activations themselves (on the CPU backend).
-    let quantiles: Vec<f32> = plan.quantiles.iter().map(|&q| q as f32).collect();
-    let across_metrics: Vec<MetricSpec> = plan
-        .metrics
-        .iter()
-        .filter(|m| !m.is_per_vector())
-        .copied()
-        .collect();
-    // The across-vector read-backs, each once: the active-fraction statistics for each distinct
-    // eps (active_fraction@e and dead_fraction@e share them), and the covariance for rankme.
-    let across_read = |metric: &MetricSpec| match *metric {
+/// One measured tensor, reduced.
+struct Reduced {
+    metrics: Vec<MetricResult>,
+    /// The per-vector table (`[vectors][columns]`), when it was read back: always from the
+    /// reference, from the kernels only with `per_sample`.
+    per_row: Vec<Vec<f64>>,
+}
+
+/// What is read back per measured tensor, derived once from the plan.
+struct Reads<'a> {
+    plan: &'a ProbePlan,
+    cols: Columns,
+    quantiles: Vec<f32>,
+    /// The plan's across-vector metrics, in its order.
+    across_metrics: Vec<MetricSpec>,
+    /// The across-vector read-backs, each once: the active-fraction statistics for each distinct
+    /// eps (`active_fraction@e` and `dead_fraction@e` share them), and `None` for the covariance
+    /// that rankme needs.
+    across_reads: Vec<Option<f64>>,
+}
+
+/// Which across-vector read-back a metric is computed from.
+fn across_read(metric: &MetricSpec) -> Option<f64> {
+    match *metric {
         MetricSpec::ActiveFraction(eps) | MetricSpec::DeadFraction(eps) => Some(eps),
         _ => None,
-    };
-    let mut across_reads: Vec<Option<f64>> = Vec::new();
-    for read in across_metrics.iter().map(across_read) {
-        if !across_reads.contains(&read) {
-            across_reads.push(read);
-        }
     }
-    let mut transaction = Transaction::default();
-    for m in &measured {
-        if on_device {
-            let table = kernels::row_metrics(m.vectors.clone(), &cols);
-            if !quantiles.is_empty() {
-                transaction =
-                    transaction.register(kernels::column_quantiles(table.clone(), &quantiles));
-            }
-            if plan.per_sample {
-                transaction = transaction.register(table.clone());
-            }
-            transaction = transaction.register(kernels::aggregate(table.clone()));
-            let valid = across::valid_rows(table);
-            for read in &across_reads {
-                transaction = transaction.register(match *read {
-                    Some(eps) => {
-                        across::active_stats(m.vectors.clone(), valid.clone(), eps).reshape([1, 3])
-                    }
-                    None => across::covariance(m.vectors.clone(), valid.clone()),
-                });
-            }
-        } else {
-            transaction = transaction.register(m.vectors.clone());
-        }
-    }
-    for a in &answers {
-        transaction = transaction.register(a.clone());
-    }
-    let data = transaction.execute();
-    let readback_bytes = data.iter().map(|d| d.as_bytes().len() as u64).sum();
-    let mut data = data.into_iter();
-    let mut floats = || -> Vec<f32> {
-        data.next()
-            .expect("one read-back per registered tensor")
-            .try_to_vec::<f32>()
-            .expect("f32 read back")
-    };
+}
 
-    let mut rows = Vec::new();
-    let mut quantile_rows = Vec::new();
-    let mut sample_rows = Vec::new();
-    for m in &measured {
-        let width = m.vectors.dims()[1];
-        // Per metric: its (mean, std, n) and, for per-vector metrics, its quantiles; from the
-        // device's read-backs in the order registered above, or from the reference.
-        let mut results: Vec<(MetricSpec, (f64, f64, i64), Vec<f64>)> = Vec::new();
-        // The per-vector table, when it was read back (always on the CPU backend).
-        let mut per_row: Vec<Vec<f64>> = Vec::new();
-        if on_device {
-            let nq = quantiles.len();
-            let q: Vec<f64> = if nq == 0 {
-                Vec::new()
-            } else {
-                floats().into_iter().map(f64::from).collect()
-            };
-            if plan.per_sample {
-                let table: Vec<f64> = floats().into_iter().map(f64::from).collect();
-                per_row = table.chunks(cols.count()).map(<[f64]>::to_vec).collect();
-            }
-            let summary = floats();
-            let finite_vectors = summary[Columns::L1 * 3 + 2] as i64;
-            for metric in plan.metrics.iter().filter(|m| m.is_per_vector()) {
-                let c = cols.column(metric);
-                let s = &summary[c * 3..c * 3 + 3];
-                let stats = (s[0] as f64, s[1] as f64, s[2] as i64);
-                results.push((*metric, stats, q[c * nq..(c + 1) * nq].to_vec()));
-            }
-            let reads: Vec<Vec<f32>> = across_reads.iter().map(|_| floats()).collect();
-            for metric in &across_metrics {
-                let at = across_reads
-                    .iter()
-                    .position(|r| *r == across_read(metric))
-                    .unwrap();
-                let v = &reads[at];
-                let stats = match *metric {
-                    MetricSpec::ActiveFraction(_) => (v[0] as f64, v[1] as f64, finite_vectors),
-                    MetricSpec::DeadFraction(_) => (v[2] as f64, f64::NAN, finite_vectors),
-                    _ => {
-                        let cov: Vec<f64> = v.iter().map(|&c| f64::from(c)).collect();
-                        let rank = if finite_vectors > 1 {
-                            effective_rank(&cov, width)
-                        } else {
-                            f64::NAN
-                        };
-                        (rank, f64::NAN, finite_vectors)
-                    }
-                };
-                results.push((*metric, stats, Vec::new()));
-            }
-        } else {
-            let data = floats();
-            per_row = reference::matrix_metrics(&data, width, &cols);
-            for metric in &plan.metrics {
-                let (s, q) = if metric.is_per_vector() {
-                    let c = cols.column(metric);
-                    (
-                        reference::aggregate(&per_row, c),
-                        reference::quantiles(&per_row, c, &plan.quantiles),
-                    )
-                } else {
-                    (
-                        reference::across_vectors(&data, width, &per_row, metric),
-                        Vec::new(),
-                    )
-                };
-                results.push((*metric, (s.mean, s.std, s.n as i64), q));
+/// `aggregate`'s read-back is `[columns, 3]`: per column the mean, std and finite count.
+fn summary_of(summary: &[f32], column: usize) -> (f64, f64, i64) {
+    let s = &summary[column * 3..column * 3 + 3];
+    (s[0] as f64, s[1] as f64, s[2] as i64)
+}
+
+impl<'a> Reads<'a> {
+    fn new(plan: &'a ProbePlan) -> Reads<'a> {
+        let across_metrics: Vec<MetricSpec> = plan
+            .metrics
+            .iter()
+            .filter(|m| !m.is_per_vector())
+            .copied()
+            .collect();
+        let mut across_reads: Vec<Option<f64>> = Vec::new();
+        for read in across_metrics.iter().map(across_read) {
+            if !across_reads.contains(&read) {
+                across_reads.push(read);
             }
         }
-        let probe = &probes[m.probe];
-        let key = |metric: &MetricSpec| RowKey {
-            probe: probe.name.clone(),
-            shift_family: probe.family.name(),
-            shift_level: probe.level,
-            layer: m.layer,
-            site: m.site.clone(),
-            position: m.position.name(),
-            metric: metric.to_string(),
-        };
-        if plan.per_sample {
-            for metric in plan.metrics.iter().filter(|m| m.is_per_vector()) {
-                let (key, c) = (key(metric), cols.column(metric));
-                for (vector, values) in per_row.iter().enumerate() {
-                    sample_rows.push(SampleRow {
-                        key: key.clone(),
-                        vector: vector as i64,
-                        value: values[c],
-                    });
-                }
-            }
-        }
-        // Rows in the config's metric order.
-        results.sort_by_key(|(metric, _, _)| plan.metrics.iter().position(|m| m == metric));
-        for (metric, (value, std, n), metric_quantiles) in results {
-            let key = key(&metric);
-            for (&quantile, value) in plan.quantiles.iter().zip(metric_quantiles) {
-                quantile_rows.push(QuantileRow {
-                    key: key.clone(),
-                    quantile,
-                    value,
-                    n,
-                });
-            }
-            rows.push(DensityRow { key, value, std, n });
+        Reads {
+            plan,
+            cols: Columns::for_metrics(&plan.metrics),
+            quantiles: plan.quantiles.iter().map(|&q| q as f32).collect(),
+            across_metrics,
+            across_reads,
         }
     }
-    for probe in probes {
-        let v = floats();
-        let n = probe.samples() as i64;
-        for (i, metric) in answer_metrics(probe).into_iter().enumerate() {
-            let (value, std) = (v[2 * i], v[2 * i + 1]);
-            rows.push(DensityRow {
-                key: RowKey {
-                    probe: probe.name.clone(),
-                    shift_family: probe.family.name(),
-                    shift_level: probe.level,
-                    layer: layers as i32,
-                    site: "logits".into(),
-                    position: Position::Last.name(),
-                    metric: metric.into(),
-                },
-                value: value as f64,
-                std: std as f64,
-                n,
+
+    /// Registers the kernels' read-backs of `m`, in the order `decode_kernels` takes them:
+    /// quantiles (if any), the per-vector table (with `per_sample`), the summary, then each
+    /// across-vector read.
+    fn register_kernels(&self, mut transaction: Transaction, m: &Measured) -> Transaction {
+        let table = kernels::row_metrics(m.vectors.clone(), &self.cols);
+        if !self.quantiles.is_empty() {
+            transaction =
+                transaction.register(kernels::column_quantiles(table.clone(), &self.quantiles));
+        }
+        if self.plan.per_sample {
+            transaction = transaction.register(table.clone());
+        }
+        transaction = transaction.register(kernels::aggregate(table.clone()));
+        let valid = across::valid_rows(table);
+        for read in &self.across_reads {
+            transaction = transaction.register(match *read {
+                Some(eps) => {
+                    across::active_stats(m.vectors.clone(), valid.clone(), eps).reshape([1, 3])
+                }
+                None => across::covariance(m.vectors.clone(), valid.clone()),
             });
         }
+        transaction
     }
-    Evaluation {
-        rows,
-        quantile_rows,
-        sample_rows,
-        readback_bytes,
+
+    /// Decodes what `register_kernels` registered for `m`.
+    fn decode_kernels(&self, next: &mut dyn FnMut() -> Vec<f32>, m: &Measured) -> Reduced {
+        let width = m.vectors.dims()[1];
+        let nq = self.quantiles.len();
+        let q: Vec<f64> = if nq == 0 {
+            Vec::new()
+        } else {
+            next().into_iter().map(f64::from).collect()
+        };
+        let mut per_row = Vec::new();
+        if self.plan.per_sample {
+            let table: Vec<f64> = next().into_iter().map(f64::from).collect();
+            per_row = table
+                .chunks(self.cols.count())
+                .map(<[f64]>::to_vec)
+                .collect();
+        }
+        let summary = next();
+        // Every per-vector column counts the same finite vectors; l1 is always computed.
+        let (_, _, finite_vectors) = summary_of(&summary, Columns::L1);
+        let mut metrics = Vec::new();
+        for metric in self.plan.metrics.iter().filter(|m| m.is_per_vector()) {
+            let c = self.cols.column(metric);
+            let (mean, std, n) = summary_of(&summary, c);
+            metrics.push(MetricResult {
+                metric: *metric,
+                mean,
+                std,
+                n,
+                quantiles: q[c * nq..(c + 1) * nq].to_vec(),
+            });
+        }
+        let reads: Vec<Vec<f32>> = self.across_reads.iter().map(|_| next()).collect();
+        for metric in &self.across_metrics {
+            let at = self
+                .across_reads
+                .iter()
+                .position(|r| *r == across_read(metric))
+                .expect("every across metric has its read");
+            let v = &reads[at];
+            let (mean, std) = match *metric {
+                // active_stats: [mean active fraction, its std, dead fraction].
+                MetricSpec::ActiveFraction(_) => (v[0] as f64, v[1] as f64),
+                MetricSpec::DeadFraction(_) => (v[2] as f64, f64::NAN),
+                _ => {
+                    let cov: Vec<f64> = v.iter().map(|&c| f64::from(c)).collect();
+                    let rank = if finite_vectors > 1 {
+                        effective_rank(&cov, width)
+                    } else {
+                        f64::NAN
+                    };
+                    (rank, f64::NAN)
+                }
+            };
+            metrics.push(MetricResult {
+                metric: *metric,
+                mean,
+                std,
+                n: finite_vectors,
+                quantiles: Vec::new(),
+            });
+        }
+        Reduced { metrics, per_row }
+    }
+
+    /// Reduces `m`'s read-back activations with the f64 reference.
+    fn reduce_reference(&self, data: Vec<f32>, m: &Measured) -> Reduced {
+        let width = m.vectors.dims()[1];
+        let per_row = reference::matrix_metrics(&data, width, &self.cols);
+        let mut metrics = Vec::new();
+        for metric in &self.plan.metrics {
+            let (s, quantiles) = if metric.is_per_vector() {
+                let c = self.cols.column(metric);
+                (
+                    reference::aggregate(&per_row, c),
+                    reference::quantiles(&per_row, c, &self.plan.quantiles),
+                )
+            } else {
+                (
+                    reference::across_vectors(&data, width, &per_row, metric),
+                    Vec::new(),
+                )
+            };
+            metrics.push(MetricResult {
+                metric: *metric,
+                mean: s.mean,
+                std: s.std,
+                n: s.n as i64,
+                quantiles,
+            });
+        }
+        Reduced { metrics, per_row }
     }
 }
 
@@ -360,13 +529,13 @@ pub fn named_sites(
 /// The logits-site metrics of a probe set, in the order `answer_stats` computes them:
 /// `next_token_loss` always; `answer_loss` and `answer_acc` for rule-graph answers; `choice_acc`
 /// for multiple choice.
-pub fn answer_metrics(probe: &ProbeSet) -> Vec<&'static str> {
-    let mut metrics = vec!["next_token_loss"];
+pub fn answer_metrics(probe: &ProbeSet) -> Vec<LogitsMetric> {
+    let mut metrics = vec![LogitsMetric::NextTokenLoss];
     if probe.has_answer {
-        metrics.extend(["answer_loss", "answer_acc"]);
+        metrics.extend([LogitsMetric::AnswerLoss, LogitsMetric::AnswerAcc]);
     }
     if probe.options.is_some() {
-        metrics.push("choice_acc");
+        metrics.push(LogitsMetric::ChoiceAcc);
     }
     metrics
 }

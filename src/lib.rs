@@ -2,7 +2,8 @@
 //! activations are on in-distribution versus distribution-shifted probes.
 //!
 //! Data flows one way: `config` -> `data` -> `model` -> `evaluate` (probes) -> `kernels` ->
-//! `sink`; `train` drives the loop and `run` ties one run together.
+//! `sink` (tables) in `rundir` (the run directory's layout); `train` drives the loop and `run`
+//! ties one run together.
 
 pub mod checkpoint;
 pub mod config;
@@ -11,12 +12,15 @@ pub mod device;
 pub mod dump;
 pub mod error;
 pub mod evaluate;
+pub mod families;
 pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod probe;
 pub mod progress;
 pub mod run;
+pub mod rundir;
 pub mod seed;
 pub mod sink;
+pub mod summary;
 pub mod train;

@@ -9,7 +9,7 @@ use densitrace::config::Config;
 use densitrace::data::{Dataset, probes};
 use densitrace::error::InputError;
 use densitrace::run::{Finish, RunOutcome};
-use densitrace::{device, dump, progress, run};
+use densitrace::{device, dump, progress, run, summary};
 
 #[derive(Parser)]
 #[command(
@@ -213,7 +213,7 @@ fn finish(outcome: RunOutcome) -> ExitCode {
              (loss: mean next-token loss; accuracy: multiple choice, else the answer's; both at the last):",
             outcome.summary_metric
         );
-        print!("{}", run::summary_table(&outcome));
+        print!("{}", summary::summary_table(&outcome));
     }
     println!("results: {}", outcome.dir.display());
     match outcome.finish {

@@ -32,25 +32,47 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 /// What `probes.metrics` holds when the config says nothing.
-pub const DEFAULT_METRICS: &[&str] = &[
-    "l1",
-    "l2",
-    "hoyer",
-    "participation_ratio",
-    "eff_rank",
-    "eff_rank_l1",
-    "l0_mean_std",
-    "kurtosis",
-    "near_zero@0.001",
-    "near_zero_rel@0.01",
-    "topk_energy@0.01",
-    "topk_energy@0.05",
-    "topk_energy@0.1",
-    "gini",
-    "max_over_median",
-    "nonfinite",
+pub const DEFAULT_METRICS: &[MetricSpec] = &[
+    MetricSpec::L1,
+    MetricSpec::L2,
+    MetricSpec::Hoyer,
+    MetricSpec::ParticipationRatio,
+    MetricSpec::EffRank,
+    MetricSpec::EffRankL1,
+    MetricSpec::L0MeanStd,
+    MetricSpec::Kurtosis,
+    MetricSpec::NearZero(0.001),
+    MetricSpec::NearZeroRel(0.01),
+    MetricSpec::TopkEnergy(0.01),
+    MetricSpec::TopkEnergy(0.05),
+    MetricSpec::TopkEnergy(0.1),
+    MetricSpec::Gini,
+    MetricSpec::MaxOverMedian,
+    MetricSpec::Nonfinite,
 ];
+
+/// Metrics, sites and positions are written in configs (and read back) as their names, e.g.
+/// `topk_energy@0.05`, `mlp.post`, `last`; a bad name fails at load with its field path.
+macro_rules! serde_by_name {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d)?
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+serde_by_name!(MetricSpec, SiteKind, Position);
 
 /// One per-vector metric with its parameter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,6 +97,15 @@ pub enum MetricSpec {
 }
 
 impl MetricSpec {
+    /// The metric the end-of-run table shows: the paper's (top-5% energy) if it is measured,
+    /// else Hoyer, else the first measured.
+    pub fn headline(measured: &[MetricSpec]) -> MetricSpec {
+        [MetricSpec::TopkEnergy(0.05), MetricSpec::Hoyer]
+            .into_iter()
+            .find(|m| measured.contains(m))
+            .unwrap_or(measured[0])
+    }
+
     /// True for metrics of one vector; false for those taken across a probe set's vectors.
     pub fn is_per_vector(&self) -> bool {
         !matches!(
@@ -179,6 +210,33 @@ impl fmt::Display for MetricSpec {
             MetricSpec::ActiveFraction(eps) => write!(f, "active_fraction@{eps}"),
             MetricSpec::DeadFraction(eps) => write!(f, "dead_fraction@{eps}"),
             MetricSpec::Rankme => f.write_str("rankme"),
+        }
+    }
+}
+
+/// The site name of the rows measured on the model's output rather than on activations.
+pub const LOGITS_SITE: &str = "logits";
+
+/// What a probe set's logits are scored by (site `logits`, position `last`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsMetric {
+    /// The mean next-token cross-entropy over the sample's tokens.
+    NextTokenLoss,
+    /// Rule-graph answers: the answer token's cross-entropy.
+    AnswerLoss,
+    /// Rule-graph answers: whether the answer is the most likely token.
+    AnswerAcc,
+    /// Multiple choice: whether the correct option has the lowest length-normalised loss.
+    ChoiceAcc,
+}
+
+impl LogitsMetric {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogitsMetric::NextTokenLoss => "next_token_loss",
+            LogitsMetric::AnswerLoss => "answer_loss",
+            LogitsMetric::AnswerAcc => "answer_acc",
+            LogitsMetric::ChoiceAcc => "choice_acc",
         }
     }
 }
@@ -332,6 +390,12 @@ impl FromStr for SiteKind {
     }
 }
 
+impl fmt::Display for SiteKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.suffix())
+    }
+}
+
 impl SiteKind {
     /// The suffix of the site's full name (`blocks.{i}.` + suffix, or the name itself).
     pub fn suffix(self) -> &'static str {
@@ -361,6 +425,12 @@ impl FromStr for Position {
             "all" => Ok(Position::All),
             _ => Err(format!("unknown position {s:?}; known: last, all")),
         }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -405,9 +475,15 @@ mod tests {
 
     #[test]
     fn metric_names_round_trip_through_display() {
-        for name in DEFAULT_METRICS {
-            let spec: MetricSpec = name.parse().unwrap();
-            assert_eq!(&spec.to_string(), name);
+        for spec in DEFAULT_METRICS {
+            let name = spec.to_string();
+            assert_eq!(name.parse::<MetricSpec>().unwrap(), *spec, "{name}");
+        }
+        for name in ["resid_post", "mlp.post", "attn.out", "final.norm"] {
+            assert_eq!(name.parse::<SiteKind>().unwrap().to_string(), name);
+        }
+        for name in ["last", "all"] {
+            assert_eq!(name.parse::<Position>().unwrap().to_string(), name);
         }
     }
 

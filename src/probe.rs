@@ -24,9 +24,8 @@ use crate::config::{self, ProbeSetConfig};
 use crate::data::probes;
 use crate::device;
 use crate::error::InputError;
-use crate::evaluate::evaluate;
-use crate::run::{FinishedRun, save_probes};
-use crate::sink::RunDir;
+use crate::evaluate::{Probing, Reduction};
+use crate::rundir::{self, FinishedRun, RunDir};
 use crate::train::tokens_seen;
 
 /// A `densitrace probe` file.
@@ -115,7 +114,7 @@ pub fn probe(
         ))
         .into());
     }
-    let out = run_dir.join("probes").join(&name);
+    let out = run_dir.join(rundir::PROBE_OUTPUTS).join(&name);
     if out.exists() {
         return Err(
             InputError::Other(format!("{} exists: choose another --name", out.display())).into(),
@@ -124,9 +123,9 @@ pub fn probe(
 
     let device = device::select(config.device)?;
     tracing::info!("{}", device.reason);
-    let data = run.reload_dataset(&config, run_dir)?;
+    let data = run.reload_dataset(&config)?;
     let sets = probes::build(&config, &request.sets, &data)?;
-    let available = run.steps_with_weights(run_dir)?;
+    let available = run.steps_with_weights()?;
     let steps = match steps {
         Steps::Final => vec![config.train.steps],
         Steps::All => available.clone(),
@@ -141,36 +140,35 @@ pub fn probe(
         }
     };
 
-    let staging = run_dir.join("probes").join(format!(".{name}.tmp"));
+    let staging = run_dir
+        .join(rundir::PROBE_OUTPUTS)
+        .join(format!(".{name}.tmp"));
     if staging.exists() {
         fs::remove_dir_all(&staging)?;
     }
     let dir = RunDir {
         root: staging.clone(),
-        run_id: run.run_id.clone(),
+        run_id: run.dir.run_id.clone(),
     };
     dir.write_atomic("probes.yaml", yaml.as_bytes())?;
-    save_probes(&dir, "probes.json", &sets)?;
+    dir.save_probes(rundir::PROBES, &sets)?;
     let plan = config.probe_plan();
+    let probing = Probing {
+        sets: &sets,
+        plan: &plan,
+        layers: config.model.layers,
+        batch_tokens: config.probes.batch_size,
+        device: &device.device,
+        reduction: Reduction::for_device(&device),
+    };
     let t0 = Instant::now();
     let mut rows = 0;
     for &step in &steps {
-        let model = run.model_at(run_dir, step, &device.device)?;
-        let eval = evaluate(
-            &model,
-            &sets,
-            &plan,
-            config.model.layers,
-            config.probes.batch_size,
-            &device.device,
-            device.measures_on_device(),
-        );
+        let model = run.model_at(step, &device.device)?;
         // wall_time: seconds since this command started.
-        let (tokens, wall) = (tokens_seen(&config, step), t0.elapsed().as_secs_f64());
-        dir.write_density(step as i64, tokens, wall, &eval.rows)?;
-        if !eval.quantile_rows.is_empty() {
-            dir.write_quantiles(step as i64, tokens, wall, &eval.quantile_rows)?;
-        }
+        let tokens = tokens_seen(&config, step);
+        let eval =
+            probing.evaluate_into(&model, &dir, step, tokens, || t0.elapsed().as_secs_f64())?;
         tracing::info!(
             "step {step}: {} probe sets, {} rows",
             sets.len(),

@@ -3,113 +3,33 @@
 //! and print the summary table.
 //!
 //! All bad input (config, device, data, a directory that is not a run, an edited config, a run
-//! already in use) is found before anything in a run directory is written or deleted.
+//! already in use) is found before anything in a run directory is written or deleted. What the
+//! directory holds and where is `rundir`'s business.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::{Config, ProbePlan};
 use crate::data::Dataset;
 use crate::data::probes::{self, ProbeSet};
-use crate::data::tokenizer::Tokenizer;
-use crate::device::{self, AdapterSummary, RunDevice};
+use crate::device::{self, RunDevice};
 use crate::error::InputError;
-use crate::evaluate::evaluate;
+use crate::evaluate::{Probing, Reduction};
+use crate::metrics::MetricSpec;
 use crate::model::Gpt;
 use crate::progress::Progress;
-use crate::seed::derive_seed;
-use crate::sink::{DensityRow, RunDir, TrainRow};
+use crate::rundir::{
+    self, DeviceRecord, EvaluationRecord, Manifest, ProbeRecord, ResumeRecord, RunDir, Unfinished,
+    config_hash,
+};
+use crate::sink::{DensityRow, TrainRow};
 use crate::train::{self, CheckpointReason, Outcome, Start, TrainHooks, tokens_seen};
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Manifest {
-    densitrace_version: String,
-    git_revision: Option<String>,
-    command_line: Vec<String>,
-    run_id: String,
-    seed: u64,
-    /// A hash of config.yaml's text: `--resume` refuses a run whose config was edited.
-    config_hash: String,
-    device: DeviceRecord,
-    /// What the data source gave: documents or facts, tokens, the tokenizer.
-    data: String,
-    /// `Dataset::fingerprint`: `--resume` and `probe` refuse a corpus that changed.
-    data_fingerprint: String,
-    tokenizer: String,
-    vocab_size: usize,
-    /// The content hash of probes.json: every later command checks it.
-    probes_hash: String,
-    probe_sets: Vec<ProbeRecord>,
-    parameters: usize,
-    start_time: String,
-    end_time: Option<String>,
-    /// running, completed, interrupted or diverged.
-    status: String,
-    diverged_at: Option<usize>,
-    resumes: Vec<ResumeRecord>,
-    evaluations: Vec<EvaluationRecord>,
-}
-
-/// One probe set as the manifest lists it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ProbeRecord {
-    pub name: String,
-    pub family: String,
-    pub level: f64,
-    pub samples: usize,
-    pub tokens: usize,
-    /// Bigram distance and novelty against the unshifted set (see `data::probes`).
-    pub distance: f64,
-    pub novelty: f64,
-}
-
-impl ProbeRecord {
-    pub fn of(sets: &[ProbeSet]) -> Vec<ProbeRecord> {
-        sets.iter()
-            .map(|s| ProbeRecord {
-                name: s.name.clone(),
-                family: s.family.name().into(),
-                level: s.level,
-                samples: s.samples(),
-                tokens: s.len,
-                distance: s.distance,
-                novelty: s.novelty,
-            })
-            .collect()
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct DeviceRecord {
-    backend: String,
-    reason: String,
-    adapter: Option<AdapterSummary>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct ResumeRecord {
-    from_step: usize,
-    time: String,
-    command_line: Vec<String>,
-    device: DeviceRecord,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct EvaluationRecord {
-    step: usize,
-    rows: usize,
-    /// Bytes read back from the device for this evaluation.
-    readback_bytes: u64,
-    seconds: f64,
-}
 
 /// How a run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,38 +55,6 @@ pub struct RunOutcome {
     pub summary_metric: String,
 }
 
-/// Held for the whole run: a second process on the same directory is refused. An OS file lock,
-/// so a killed process (even by SIGKILL) releases it.
-struct RunLock(#[allow(dead_code)] fs::File);
-
-fn lock(dir: &Path) -> Result<RunLock, InputError> {
-    let path = dir.join(".lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| InputError::File {
-            file: path.display().to_string(),
-            message: format!("cannot open the run's lock file: {e}"),
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(RunLock(file)),
-        Err(fs::TryLockError::WouldBlock) => Err(InputError::Other(format!(
-            "{} is in use by another densitrace process",
-            dir.display()
-        ))),
-        Err(fs::TryLockError::Error(e)) => Err(InputError::File {
-            file: path.display().to_string(),
-            message: format!("cannot lock: {e}"),
-        }),
-    }
-}
-
-fn config_hash(yaml: &str) -> String {
-    format!("{:016x}", derive_seed(0, yaml))
-}
-
 /// Everything a run needs that comes from its config, checked before the directory is touched.
 struct Prepared {
     device: RunDevice,
@@ -175,9 +63,23 @@ struct Prepared {
     plan: ProbePlan,
 }
 
+impl Prepared {
+    /// The run's evaluation: its probe sets and plan, reduced where its device measures.
+    fn probing<'a>(&'a self, config: &Config) -> Probing<'a> {
+        Probing {
+            sets: &self.probe_sets,
+            plan: &self.plan,
+            layers: config.model.layers,
+            batch_tokens: config.probes.batch_size,
+            device: &self.device.device,
+            reduction: Reduction::for_device(&self.device),
+        }
+    }
+}
+
 /// A new run's data and probe sets, or (with `saved`) an existing run's: its saved tokenizer
 /// and probe sets, checked against its manifest, never rebuilt.
-fn prepare(config: &Config, saved: Option<(&Path, &Manifest)>) -> Result<Prepared> {
+fn prepare(config: &Config, saved: Option<(&RunDir, &Manifest)>) -> Result<Prepared> {
     let device = device::select(config.device)?;
     tracing::info!("{}", device.reason);
     let (data, probe_sets) = match saved {
@@ -187,8 +89,8 @@ fn prepare(config: &Config, saved: Option<(&Path, &Manifest)>) -> Result<Prepare
             (data, sets)
         }
         Some((dir, manifest)) => (
-            reload_dataset(config, dir, &manifest.data_fingerprint)?,
-            load_probes(&dir.join("probes.json"), &manifest.probes_hash)?,
+            dir.reload_dataset(config, &manifest.data_fingerprint)?,
+            dir.load_probes(&manifest.probes_hash)?,
         ),
     };
     tracing::info!("{}; {} probe sets", data.describe(), probe_sets.len());
@@ -198,170 +100,6 @@ fn prepare(config: &Config, saved: Option<(&Path, &Manifest)>) -> Result<Prepare
         data,
         probe_sets,
     })
-}
-
-/// An existing run's data with its saved tokenizer, checked against the fingerprint it started
-/// with (`recorded`, from its manifest).
-fn reload_dataset(config: &Config, run_dir: &Path, recorded: &str) -> Result<Dataset, InputError> {
-    let tokenizer = Tokenizer::load(&run_dir.join("tokenizer.json"))?;
-    let data = Dataset::prepare(config, Some(tokenizer))?;
-    let actual = data.fingerprint();
-    if recorded != actual {
-        return Err(InputError::Other(format!(
-            "data.source: the data differs from what the run started with (fingerprint {actual}, \
-             the manifest records {recorded}); restore the corpus or start a new run"
-        )));
-    }
-    Ok(data)
-}
-
-/// A run's manifest.json.
-fn read_manifest(run_dir: &Path) -> Result<Manifest, InputError> {
-    let path = run_dir.join("manifest.json");
-    let bad = |message: String| InputError::File {
-        file: path.display().to_string(),
-        message,
-    };
-    let text = fs::read(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    serde_json::from_slice(&text).map_err(|e| bad(format!("not a run manifest: {e}")))
-}
-
-/// What later commands (`dump`, `probe`) need of a finished run: its config, its stored probe
-/// sets, the model's vocabulary size and the final weights' path.
-pub struct FinishedRun {
-    pub config: Config,
-    pub run_id: String,
-    pub probe_sets: Vec<ProbeSet>,
-    pub vocab_size: usize,
-    data_fingerprint: String,
-    pub weights: PathBuf,
-}
-
-impl FinishedRun {
-    pub fn open(run_dir: &Path) -> Result<FinishedRun> {
-        let config_path = run_dir.join("config.yaml");
-        if !config_path.is_file() {
-            return Err(InputError::File {
-                file: run_dir.display().to_string(),
-                message: "not a run directory (no config.yaml)".into(),
-            }
-            .into());
-        }
-        let weights = run_dir.join("checkpoints/final/model.bpk");
-        if !run_dir.join("checkpoints/final/DONE").is_file() {
-            return Err(InputError::File {
-                file: weights.display().to_string(),
-                message: "the run has no complete final weights".into(),
-            }
-            .into());
-        }
-        let config = Config::load(&config_path, &[])?;
-        let manifest = read_manifest(run_dir)?;
-        let probe_sets = load_probes(&run_dir.join("probes.json"), &manifest.probes_hash)?;
-        Ok(FinishedRun {
-            config,
-            run_id: manifest.run_id,
-            probe_sets,
-            vocab_size: manifest.vocab_size,
-            data_fingerprint: manifest.data_fingerprint,
-            weights,
-        })
-    }
-
-    /// The run's data, re-read with its saved tokenizer and checked against its fingerprint.
-    pub fn reload_dataset(&self, config: &Config, run_dir: &Path) -> Result<Dataset, InputError> {
-        reload_dataset(config, run_dir, &self.data_fingerprint)
-    }
-
-    /// The final weights, on `device`.
-    pub fn model(&self, device: &burn::prelude::Device) -> Result<Gpt> {
-        self.load(&self.weights, device)
-    }
-
-    /// The weights after `step`: the final ones for the last step, else a complete checkpoint's.
-    pub fn model_at(
-        &self,
-        run_dir: &Path,
-        step: usize,
-        device: &burn::prelude::Device,
-    ) -> Result<Gpt> {
-        if step == self.config.train.steps {
-            return self.model(device);
-        }
-        self.load(&checkpoint::model_path(run_dir, step), device)
-    }
-
-    /// The steps with weights to measure: every complete, healthy checkpoint, and the last step.
-    pub fn steps_with_weights(&self, run_dir: &Path) -> Result<Vec<usize>> {
-        let mut steps: Vec<usize> = checkpoint::list(run_dir)?
-            .into_iter()
-            .filter(|s| s.diverged_at.is_none())
-            .map(|s| s.step)
-            .collect();
-        steps.push(self.config.train.steps);
-        steps.sort_unstable();
-        steps.dedup();
-        Ok(steps)
-    }
-
-    fn load(&self, path: &Path, device: &burn::prelude::Device) -> Result<Gpt> {
-        self.config
-            .model
-            .init(self.vocab_size, device)
-            .try_load_file(path)
-            .with_context(|| format!("loading {}", path.display()))
-    }
-}
-
-/// Reads stored probe sets and checks them against `recorded`, the manifest's hash.
-///
-/// The hash is taken over the sets' JSON as serde_json writes it. Floats are written as the
-/// shortest text that reads back to the same bits and parsed exactly (serde_json's
-/// `float_roundtrip`), so the sets read back hash to what was recorded when they were written.
-/// Before that feature was on, some values (0.9991666666666665) parsed one bit off and every
-/// reload was refused; those files were written correctly and are accepted now unchanged.
-pub fn load_probes(path: &Path, recorded: &str) -> Result<Vec<ProbeSet>, InputError> {
-    let bad = |message: String| InputError::File {
-        file: path.display().to_string(),
-        message,
-    };
-    let text = fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let stored: probes::Stored =
-        serde_json::from_slice(&text).map_err(|e| bad(format!("not a probe file: {e}")))?;
-    if stored.hash != recorded {
-        return Err(bad(format!(
-            "the file says its sets hash to {}, the run's manifest records {recorded}: it is \
-             not the probes.json this run wrote; restore that file or start a new run",
-            stored.hash
-        )));
-    }
-    let actual = probes::content_hash(&stored.sets);
-    if actual != recorded {
-        return Err(bad(format!(
-            "the sets it holds hash to {actual}, the manifest and the file record {recorded}: \
-             the sets were edited after the run started; restore the file or start a new run"
-        )));
-    }
-    Ok(stored.sets)
-}
-
-/// Writes probe sets with their hash; returns the hash.
-pub fn save_probes(dir: &RunDir, name: &str, sets: &[ProbeSet]) -> Result<String> {
-    let hash = probes::content_hash(sets);
-    let stored = probes::Stored {
-        hash: hash.clone(),
-        sets: sets.to_vec(),
-    };
-    dir.write_atomic(name, serde_json::to_string(&stored)?.as_bytes())?;
-    Ok(hash)
-}
-
-fn device_record(d: &RunDevice) -> DeviceRecord {
-    DeviceRecord {
-        backend: d.backend.to_string(),
-        reason: d.reason.clone(),
-        adapter: d.adapter.clone(),
-    }
 }
 
 /// A new run of `config` under `out`.
@@ -381,23 +119,23 @@ pub fn run(
             out.display()
         ))
     })?;
-    let _lock = lock(&dir.root)?;
+    let _lock = dir.lock()?;
     tracing::info!("run directory {}", dir.root.display());
     let yaml = config.to_yaml();
-    dir.write_atomic("config.yaml", yaml.as_bytes())?;
+    dir.write_atomic(rundir::CONFIG, yaml.as_bytes())?;
     dir.write_atomic(
-        "tokenizer.json",
+        rundir::TOKENIZER,
         prepared.data.tokenizer.to_json().as_bytes(),
     )?;
-    let probes_hash = save_probes(&dir, "probes.json", &prepared.probe_sets)?;
+    let probes_hash = dir.save_probes(rundir::PROBES, &prepared.probe_sets)?;
     let manifest = Manifest {
         densitrace_version: env!("CARGO_PKG_VERSION").into(),
-        git_revision: git_revision(),
+        git_revision: rundir::git_revision(),
         command_line,
         run_id: dir.run_id.clone(),
         seed: config.seed,
         config_hash: config_hash(&yaml),
-        device: device_record(&prepared.device),
+        device: DeviceRecord::of(&prepared.device),
         data: prepared.data.describe(),
         data_fingerprint: prepared.data.fingerprint(),
         tokenizer: prepared.data.tokenizer.kind().into(),
@@ -419,39 +157,13 @@ pub fn run(
 /// Continues the run in `run_dir` from its newest complete checkpoint that did not diverge.
 /// Results written after that checkpoint are deleted first, so no step appears twice.
 pub fn resume(run_dir: &Path, command_line: Vec<String>, stop: &AtomicBool) -> Result<RunOutcome> {
-    let not_a_run = |what: &str| InputError::File {
-        file: run_dir.display().to_string(),
-        message: format!("not a densitrace run directory ({what})"),
-    };
-    let config_path = run_dir.join("config.yaml");
-    let manifest_path = run_dir.join("manifest.json");
-    if !config_path.is_file() || !manifest_path.is_file() {
-        return Err(not_a_run("no config.yaml or manifest.json").into());
-    }
-    let _lock = lock(run_dir)?;
-    let yaml = fs::read_to_string(&config_path).map_err(|_| not_a_run("config.yaml unreadable"))?;
-    let config = Config::from_yaml(&yaml, &config_path.display().to_string(), &[])?;
-    let mut manifest: Manifest = serde_json::from_slice(
-        &fs::read(&manifest_path).map_err(|_| not_a_run("manifest.json unreadable"))?,
-    )
-    .map_err(|e| not_a_run(&format!("manifest.json: {e}")))?;
-    if manifest.config_hash != config_hash(&yaml) {
-        return Err(InputError::File {
-            file: config_path.display().to_string(),
-            message: "was edited after the run started; a resumed run must use the config it \
-                      started with (start a new run instead)"
-                .into(),
-        }
-        .into());
-    }
-    if manifest.status == "completed" {
-        return Err(InputError::Other(format!(
-            "{} is a completed run: there is nothing to resume",
-            run_dir.display()
-        ))
-        .into());
-    }
-    let prepared = prepare(&config, Some((run_dir, &manifest)))?;
+    let Unfinished {
+        dir,
+        lock: _lock,
+        config,
+        mut manifest,
+    } = Unfinished::open(run_dir)?;
+    let prepared = prepare(&config, Some((&dir, &manifest)))?;
     if prepared.device.backend != manifest.device.backend {
         tracing::warn!(
             "the run started on {} and resumes on {}: results after the checkpoint will not match \
@@ -465,12 +177,8 @@ pub fn resume(run_dir: &Path, command_line: Vec<String>, stop: &AtomicBool) -> R
         .into_iter()
         .rev()
         .find(|s| s.diverged_at.is_none());
-    let dir = RunDir {
-        root: run_dir.to_path_buf(),
-        run_id: manifest.run_id.clone(),
-    };
     let keep_until = healthy.as_ref().map(|s| s.step);
-    truncate_after(run_dir, keep_until)?;
+    dir.truncate_after(keep_until)?;
     manifest
         .evaluations
         .retain(|e| keep_until.is_some_and(|c| e.step <= c));
@@ -481,7 +189,7 @@ pub fn resume(run_dir: &Path, command_line: Vec<String>, stop: &AtomicBool) -> R
         from_step: keep_until.unwrap_or(0),
         time: chrono::Utc::now().to_rfc3339(),
         command_line,
-        device: device_record(&prepared.device),
+        device: DeviceRecord::of(&prepared.device),
     });
     let start = match healthy {
         Some(state) => {
@@ -512,44 +220,6 @@ pub fn resume(run_dir: &Path, command_line: Vec<String>, stop: &AtomicBool) -> R
     drive(&config, &prepared, dir, manifest, start, stop)
 }
 
-/// Deletes every result and checkpoint of a step after `step` (all of them for `None`), and any
-/// temporary file a killed process left.
-fn truncate_after(run_dir: &Path, step: Option<usize>) -> Result<()> {
-    for table in ["density", "quantiles", "samples", "train", "checkpoints"] {
-        let Ok(entries) = fs::read_dir(run_dir.join(table)) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry?.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("")
-                .to_string();
-            let part_step = name
-                .strip_prefix("step-")
-                .and_then(|s| s.trim_end_matches(".tmp").parse::<usize>().ok());
-            let stale =
-                name.ends_with(".tmp") || part_step.is_some_and(|s| step.is_none_or(|c| s > c));
-            if stale {
-                if path.is_dir() {
-                    fs::remove_dir_all(&path)?;
-                } else {
-                    fs::remove_file(&path)?;
-                }
-            } else if path.is_dir() {
-                for file in fs::read_dir(&path)? {
-                    let file = file?.path();
-                    if file.extension().is_some_and(|e| e == "tmp") {
-                        fs::remove_file(&file)?;
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The hooks the training loop calls: evaluation and checkpoint writing.
 struct RunHooks<'a> {
     config: &'a Config,
@@ -568,10 +238,7 @@ impl RunHooks<'_> {
     }
 
     fn write_manifest(&self) -> Result<()> {
-        self.dir.write_atomic(
-            "manifest.json",
-            serde_json::to_string_pretty(&self.manifest)?.as_bytes(),
-        )
+        self.dir.write_manifest(&self.manifest)
     }
 
     fn write_train(&self, step: usize, rows: &[TrainRow]) -> Result<()> {
@@ -587,25 +254,13 @@ impl TrainHooks for RunHooks<'_> {
         let t0 = Instant::now();
         self.manifest.parameters = model.num_params();
         let p = self.prepared;
-        let eval = evaluate(
+        let eval = p.probing(self.config).evaluate_into(
             model,
-            &p.probe_sets,
-            &p.plan,
-            self.config.model.layers,
-            self.config.probes.batch_size,
-            &p.device.device,
-            p.device.measures_on_device(),
-        );
-        let wall = self.wall_time();
-        let tokens = tokens_seen(self.config, step);
-        let dir = self.dir;
-        dir.write_density(step as i64, tokens, wall, &eval.rows)?;
-        if !eval.quantile_rows.is_empty() {
-            dir.write_quantiles(step as i64, tokens, wall, &eval.quantile_rows)?;
-        }
-        if !eval.sample_rows.is_empty() {
-            dir.write_samples(step as i64, &eval.sample_rows)?;
-        }
+            self.dir,
+            step,
+            tokens_seen(self.config, step),
+            || self.wall_time(),
+        )?;
         self.write_train(step, train_rows)?;
         let seconds = t0.elapsed().as_secs_f64();
         tracing::info!(
@@ -688,12 +343,7 @@ fn drive(
 
     let finish = match outcome {
         Outcome::Completed(model) => {
-            let final_dir = dir.root.join("checkpoints/final");
-            fs::create_dir_all(&final_dir)?;
-            model
-                .save_file(final_dir.join("model.bpk"))
-                .with_context(|| format!("saving the final weights to {}", final_dir.display()))?;
-            dir.write_atomic("checkpoints/final/DONE", b"")?;
+            dir.save_final_weights(model)?;
             hooks.manifest.status = "completed".into();
             Finish::Completed
         }
@@ -714,11 +364,7 @@ fn drive(
     hooks.manifest.end_time = Some(chrono::Utc::now().to_rfc3339());
     hooks.write_manifest()?;
     let first = hooks.first.take();
-    let summary_metric = ["topk_energy@0.05", "hoyer"]
-        .into_iter()
-        .find(|m| config.probes.metrics.iter().any(|x| x == m))
-        .unwrap_or(config.probes.metrics[0].as_str())
-        .to_string();
+    let summary_metric = MetricSpec::headline(&config.probes.metrics).to_string();
     Ok(RunOutcome {
         dir: dir.root.clone(),
         finish,
@@ -727,69 +373,4 @@ fn drive(
         first: first.map(|f| f.1).unwrap_or_default(),
         last: std::mem::take(&mut hooks.last.1),
     })
-}
-
-fn git_revision() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// The end-of-run table: per probe set and level, a final-norm metric at the first and last
-/// evaluation (position `last`), with the answer accuracy beside it.
-pub fn summary_table(outcome: &RunOutcome) -> String {
-    let metric = outcome.summary_metric.as_str();
-    let pick = |rows: &[DensityRow], probe: &str, level: f64, site: &str, metric: &str| {
-        rows.iter()
-            .map(|r| (&r.key, r.value))
-            .find(|(k, _)| {
-                k.probe == probe
-                    && k.shift_level == level
-                    && k.site == site
-                    && k.position == "last"
-                    && k.metric == metric
-            })
-            .map(|(_, value)| value)
-    };
-    let mut keys: Vec<(String, f64)> = Vec::new();
-    for k in outcome.last.iter().map(|r| &r.key) {
-        if !keys
-            .iter()
-            .any(|(p, l)| *p == k.probe && *l == k.shift_level)
-        {
-            keys.push((k.probe.clone(), k.shift_level));
-        }
-    }
-    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-    let mut out = format!(
-        "{:<12} {:>6}  {:>12} {:>12} {:>9}  {:>9} {:>9}\n",
-        "probe",
-        "level",
-        format!("step {}", outcome.steps.0),
-        format!("step {}", outcome.steps.1),
-        "change",
-        "loss",
-        "accuracy"
-    );
-    for (probe, level) in keys {
-        let a = pick(&outcome.first, &probe, level, "final.norm", metric);
-        let b = pick(&outcome.last, &probe, level, "final.norm", metric);
-        let change = a.zip(b).map(|(a, b)| b - a);
-        let loss = pick(&outcome.last, &probe, level, "logits", "next_token_loss");
-        let acc = pick(&outcome.last, &probe, level, "logits", "choice_acc")
-            .or_else(|| pick(&outcome.last, &probe, level, "logits", "answer_acc"));
-        out.push_str(&format!(
-            "{probe:<12} {level:>6}  {:>12} {:>12} {:>9}  {:>9} {:>9}\n",
-            fmt(a),
-            fmt(b),
-            change.map_or("-".into(), |c| format!("{c:+.4}")),
-            fmt(loss),
-            fmt(acc)
-        ));
-    }
-    out
 }

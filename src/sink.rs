@@ -1,36 +1,18 @@
-//! Where results land: the run directory, its Parquet tables and its manifest.
-//!
-//! Every file is written under a temporary name and renamed into place, so a crash never leaves a
-//! half-written file under a final name; each evaluation is its own Parquet file, so a crash
-//! never corrupts an earlier one.
-//!
-//! The folders are `step-NNNNNN`, not hive-style `step=NNNNNN`: every file carries its own `step`
-//! column, and a hive key of the same name makes pyarrow refuse the dataset (int32 or dictionary
-//! partition versus the int64 column). With no `=` in the path, pyarrow, pandas, polars and
-//! DuckDB all read `density/` (or `density/**/*.parquet`) with the file's own types.
-//!
-//! ```text
-//! runs/<name>/<run_id>/
-//!   config.yaml                              the resolved config, exactly what ran
-//!   manifest.json                            version, git revision, command, device, times
-//!   density/step-000100/part-0.parquet       one file per evaluation (schema: `density_schema`)
-//!   quantiles/step-000100/part-0.parquet     per-metric quantiles over vectors, per evaluation
-//!   samples/step-000100/part-0.parquet       each vector's metrics (only with probes.per_sample)
-//!   train/step-000100/part-0.parquet         train rows logged since the previous file
-//!   checkpoints/final/model.bpk + DONE       the final weights (Burn's burnpack format)
-//! ```
+//! The run's Parquet tables: their schemas (a public interface documented in the README) and the
+//! writers that encode rows into them. Where each file lands is `rundir`'s business
+//! (`Table::part`).
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+
+use crate::rundir::{RunDir, Table, write_atomic};
 
 /// What one row of the density, quantiles and samples tables is about.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,42 +167,7 @@ fn key_columns(keys: &[&RowKey]) -> Vec<ArrayRef> {
     ]
 }
 
-pub struct RunDir {
-    pub root: PathBuf,
-    pub run_id: String,
-}
-
 impl RunDir {
-    /// Creates `<out>/<name>/<run_id>/`, where `run_id` is the UTC start time and the seed, with a
-    /// suffix if a run with that id already exists.
-    pub fn create(out: &Path, name: &str, seed: u64) -> Result<RunDir, std::io::Error> {
-        let parent = out.join(name);
-        fs::create_dir_all(&parent)?;
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-        for attempt in 0.. {
-            let run_id = match attempt {
-                0 => format!("{stamp}-s{seed}"),
-                n => format!("{stamp}-s{seed}-{n}"),
-            };
-            match fs::create_dir(parent.join(&run_id)) {
-                Ok(()) => {
-                    return Ok(RunDir {
-                        root: parent.join(&run_id),
-                        run_id,
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        unreachable!()
-    }
-
-    /// Writes `bytes` to `relative` atomically: a temporary file, fsync, rename.
-    pub fn write_atomic(&self, relative: &str, bytes: &[u8]) -> Result<()> {
-        write_atomic(&self.root.join(relative), bytes)
-    }
-
     /// `run_id`, `step` and (when given) `tokens_seen` for `n` rows.
     fn run_columns(&self, n: usize, step: i64, tokens_seen: Option<i64>) -> Vec<ArrayRef> {
         let mut columns: Vec<ArrayRef> = vec![
@@ -250,7 +197,7 @@ impl RunDir {
             floats(rows.iter().map(|_| wall_time)),
         ]);
         let batch = RecordBatch::try_new(Arc::new(density_schema()), columns)?;
-        self.write_parquet(&format!("density/step-{step:06}/part-0.parquet"), &batch)
+        self.write_parquet(Table::Density, step, &batch)
     }
 
     pub fn write_quantiles(
@@ -270,7 +217,7 @@ impl RunDir {
             floats(rows.iter().map(|_| wall_time)),
         ]);
         let batch = RecordBatch::try_new(Arc::new(quantiles_schema()), columns)?;
-        self.write_parquet(&format!("quantiles/step-{step:06}/part-0.parquet"), &batch)
+        self.write_parquet(Table::Quantiles, step, &batch)
     }
 
     pub fn write_samples(&self, step: i64, rows: &[SampleRow]) -> Result<PathBuf> {
@@ -282,7 +229,7 @@ impl RunDir {
             floats(rows.iter().map(|r| r.value)),
         ]);
         let batch = RecordBatch::try_new(Arc::new(samples_schema()), columns)?;
-        self.write_parquet(&format!("samples/step-{step:06}/part-0.parquet"), &batch)
+        self.write_parquet(Table::Samples, step, &batch)
     }
 
     /// Writes the train rows logged since the last call, named by the step they end at.
@@ -299,10 +246,10 @@ impl RunDir {
             floats(rows.iter().map(|r| r.wall_time)),
         ]);
         let batch = RecordBatch::try_new(Arc::new(train_schema()), columns)?;
-        self.write_parquet(&format!("train/step-{step:06}/part-0.parquet"), &batch)
+        self.write_parquet(Table::Train, step, &batch)
     }
 
-    fn write_parquet(&self, relative: &str, batch: &RecordBatch) -> Result<PathBuf> {
+    fn write_parquet(&self, table: Table, step: i64, batch: &RecordBatch) -> Result<PathBuf> {
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .build();
@@ -310,25 +257,8 @@ impl RunDir {
         let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
         writer.write(batch)?;
         writer.close()?;
-        let path = self.root.join(relative);
+        let path = self.root.join(table.part(step as usize));
         write_atomic(&path, &buffer)?;
         Ok(path)
     }
-}
-
-/// Writes `bytes` to `path` through `path.tmp`, fsynced before and after the rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().context("a file path has a parent")?;
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    let mut file = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-    fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }

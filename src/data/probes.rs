@@ -171,19 +171,10 @@ fn levels_of<'a>(config: &Config, sets: &'a [ProbeSetConfig]) -> Vec<&'a ProbeSe
         .collect()
 }
 
-/// The levels a set expands to.
+/// The levels a set expands to (see `ShiftFamily::default_levels`).
 pub fn levels(config: &Config, set: &ProbeSetConfig) -> Vec<f64> {
-    match (set.family, &set.levels) {
-        (ShiftFamily::None, _) => vec![0.0],
-        (ShiftFamily::Random | ShiftFamily::Domain, _) => vec![1.0],
-        (ShiftFamily::Hops, None) => {
-            let rg = config
-                .rulegraph()
-                .expect("validated: hops needs the rule graph");
-            (rg.min_hops..=rg.max_hops).map(|k| k as f64).collect()
-        }
-        (_, levels) => levels.clone().unwrap_or_default(),
-    }
+    set.family
+        .default_levels(config.rulegraph(), set.levels.as_deref())
 }
 
 fn rng_for(config: &Config, set: &ProbeSetConfig, level: f64) -> ChaCha8Rng {
@@ -304,9 +295,13 @@ fn facts_sets(
                         .collect();
                     ProbeSet::from_sequences(set, level, seqs, true)
                 }
-                other => unreachable!(
+                ShiftFamily::CharNoise
+                | ShiftFamily::WordNoise
+                | ShiftFamily::Length
+                | ShiftFamily::Domain
+                | ShiftFamily::GrammarShift => unreachable!(
                     "validated: {} does not apply to the rule graph",
-                    other.name()
+                    set.family.name()
                 ),
             };
             out.push(probe);
@@ -493,7 +488,10 @@ fn document_sets(
                     .map(|w| cut(&w.tokens, context))
                     .collect()
                 }
-                other => unreachable!("validated: {} does not apply to documents", other.name()),
+                ShiftFamily::Hops | ShiftFamily::Conflict => unreachable!(
+                    "validated: {} does not apply to documents",
+                    set.family.name()
+                ),
             };
             out.push(ProbeSet::from_sequences(set, level, seqs, false));
         }

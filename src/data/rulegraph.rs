@@ -19,7 +19,7 @@ use crate::seed::derive_seed;
 
 pub use crate::data::tokenizer::BOS;
 /// `BOS head relation`: the prompt whose last token predicts the answer.
-pub const PROMPT_LEN: usize = 3;
+pub const PROMPT_LEN: usize = RuleGraphConfig::PROMPT_LEN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fact {

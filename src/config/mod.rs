@@ -11,6 +11,11 @@ use serde_json::Value;
 use crate::error::InputError;
 use crate::metrics::{MetricSpec, Position, SiteKind};
 
+// The family type lives with its rules in `families`; sets (and older code) name it here.
+pub use crate::families::ShiftFamily;
+
+mod validate;
+
 /// A whole experiment, exactly as `config.yaml` in a run directory records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -193,6 +198,11 @@ pub struct RuleGraphConfig {
     pub derived_train_fraction: f64,
 }
 
+impl RuleGraphConfig {
+    /// Tokens of a fact's prompt, `BOS head relation`; the next token is the answer.
+    pub const PROMPT_LEN: usize = 3;
+}
+
 impl Default for RuleGraphConfig {
     fn default() -> Self {
         Self {
@@ -297,12 +307,12 @@ pub struct ProbesConfig {
     /// Site kinds to measure in every block (`resid_post`, `mlp.post`, `attn.out`) and after the
     /// final norm (`final.norm`).
     #[serde(default = "defaults::sites")]
-    pub sites: Vec<String>,
+    pub sites: Vec<SiteKind>,
     #[serde(default = "defaults::positions")]
-    pub positions: Vec<String>,
+    pub positions: Vec<Position>,
     /// Metric names, parameters after `@` (`near_zero@1e-3`).
     #[serde(default = "defaults::metrics")]
-    pub metrics: Vec<String>,
+    pub metrics: Vec<MetricSpec>,
     /// Quantiles of each metric over a probe set's vectors (numpy's linear interpolation), written
     /// to the `quantiles/` table; an empty list turns them off.
     #[serde(default = "defaults::quantiles")]
@@ -333,64 +343,9 @@ pub struct ProbeSetConfig {
     pub samples: Option<usize>,
 }
 
-/// How a probe set departs from the training distribution. Each family's level is a number with
-/// a documented meaning (README, "Shift families"); the unshifted level gives the `none` set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ShiftFamily {
-    /// In-distribution: training facts (rule graph) or held-out windows (other sources). Level 0.
-    None,
-    /// Rule graph: held-out deducible facts; the level is the number of relations the rule chains.
-    Hops,
-    /// Each token replaced by a different random token with probability `level`.
-    TokenCorruption,
-    /// Text: each character substituted, swapped, deleted or preceded by a digit string, with
-    /// probability `level`.
-    CharNoise,
-    /// Text: as `char_noise`, on whitespace-separated words.
-    WordNoise,
-    /// Text: windows of `level` x the training context length.
-    Length,
-    /// Multiple choice; the level is the number of options listed before the question (one
-    /// correct, the rest distractors; 0 lists none: the unshifted question).
-    Options,
-    /// Rule graph: the level is how many times a contradicting fact is stated before the question.
-    Conflict,
-    /// Windows of another source entirely (level 1).
-    Domain,
-    /// Grammar: a fraction `level` of the grammar's transition rows re-drawn.
-    GrammarShift,
-    /// Uniformly random tokens (level 1).
-    Random,
-}
-
-impl ShiftFamily {
-    pub fn name(self) -> &'static str {
-        match self {
-            ShiftFamily::None => "none",
-            ShiftFamily::Hops => "hops",
-            ShiftFamily::TokenCorruption => "token_corruption",
-            ShiftFamily::CharNoise => "char_noise",
-            ShiftFamily::WordNoise => "word_noise",
-            ShiftFamily::Length => "length",
-            ShiftFamily::Options => "options",
-            ShiftFamily::Conflict => "conflict",
-            ShiftFamily::Domain => "domain",
-            ShiftFamily::GrammarShift => "grammar_shift",
-            ShiftFamily::Random => "random",
-        }
-    }
-
-    /// The level of the unshifted data: 0, but 1 for `length` (one training context).
-    pub fn identity_level(self) -> f64 {
-        match self {
-            ShiftFamily::Length => 1.0,
-            _ => 0.0,
-        }
-    }
-}
-
 mod defaults {
+    use crate::metrics::{MetricSpec, Position, SiteKind};
+
     pub fn seed() -> u64 {
         1
     }
@@ -421,26 +376,22 @@ mod defaults {
     pub fn probe_batch() -> usize {
         4096
     }
-    pub fn sites() -> Vec<String> {
-        ["resid_post", "mlp.post", "attn.out", "final.norm"]
-            .map(String::from)
-            .to_vec()
+    pub fn sites() -> Vec<SiteKind> {
+        use SiteKind::*;
+        vec![ResidPost, MlpPost, AttnOut, FinalNorm]
     }
     pub fn quantiles() -> Vec<f64> {
         vec![0.05, 0.25, 0.5, 0.75, 0.95]
     }
-    pub fn positions() -> Vec<String> {
-        ["last", "all"].map(String::from).to_vec()
+    pub fn positions() -> Vec<Position> {
+        vec![Position::Last, Position::All]
     }
-    pub fn metrics() -> Vec<String> {
-        crate::metrics::DEFAULT_METRICS
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+    pub fn metrics() -> Vec<MetricSpec> {
+        crate::metrics::DEFAULT_METRICS.to_vec()
     }
 }
 
-/// The parsed forms of the string lists in `probes`, checked once by `validate`.
+/// What every evaluation measures: the `probes` lists (parsed at load, names checked there).
 #[derive(Debug, Clone)]
 pub struct ProbePlan {
     pub sites: Vec<SiteKind>,
@@ -516,7 +467,7 @@ impl Config {
     /// Tokens per training window (the rule graph's prompts are 3 tokens).
     pub fn context(&self) -> usize {
         match self.data.source {
-            SourceConfig::Rulegraph(_) => crate::data::rulegraph::PROMPT_LEN,
+            SourceConfig::Rulegraph(_) => RuleGraphConfig::PROMPT_LEN,
             _ => self.data.context.unwrap_or(self.model.seq_len),
         }
     }
@@ -539,491 +490,14 @@ impl Config {
         }
     }
 
-    /// Parses the probe lists; only called on a validated config.
+    /// What every evaluation measures.
     pub fn probe_plan(&self) -> ProbePlan {
         ProbePlan {
-            sites: self
-                .probes
-                .sites
-                .iter()
-                .map(|s| s.parse().unwrap())
-                .collect(),
-            positions: self
-                .probes
-                .positions
-                .iter()
-                .map(|s| s.parse().unwrap())
-                .collect(),
-            metrics: self
-                .probes
-                .metrics
-                .iter()
-                .map(|s| s.parse().unwrap())
-                .collect(),
+            sites: self.probes.sites.clone(),
+            positions: self.probes.positions.clone(),
+            metrics: self.probes.metrics.clone(),
             quantiles: self.probes.quantiles.clone(),
             per_sample: self.probes.per_sample,
-        }
-    }
-
-    /// Every value-level problem, each with its field path. Empty means valid.
-    pub fn validate(&self) -> Vec<(String, String)> {
-        let mut issues = Vec::new();
-        let mut check = |ok: bool, path: &str, message: String| {
-            if !ok {
-                issues.push((path.to_string(), message));
-            }
-        };
-        check(
-            is_folder_name(&self.name),
-            "name",
-            format!(
-                "{:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
-                self.name
-            ),
-        );
-
-        validate_source(&self.data.source, "data.source", &mut check);
-        let d = &self.data;
-        check(
-            d.held_out > 0.0 && d.held_out < 1.0,
-            "data.held_out",
-            "must be within (0, 1)".into(),
-        );
-        if let Some(context) = d.context {
-            check(
-                context >= 2 && context <= self.model.seq_len,
-                "data.context",
-                format!("must be within 2..={} (model.seq_len)", self.model.seq_len),
-            );
-        }
-        let tokenizer = self.tokenizer();
-        let rulegraph = self.rulegraph().is_some();
-        check(
-            !rulegraph || d.context.is_none(),
-            "data.context",
-            "the rule graph trains on its 3-token facts: remove data.context".into(),
-        );
-        check(
-            !rulegraph || tokenizer == TokenizerConfig::Word,
-            "data.tokenizer",
-            "the rule graph's facts are words: only kind: word applies".into(),
-        );
-        if let TokenizerConfig::Bpe { vocab_size } = tokenizer {
-            check(
-                vocab_size >= 258,
-                "data.tokenizer.vocab_size",
-                "must be at least 258 (256 byte symbols, BOS and unknown)".into(),
-            );
-        }
-        if let Some(v) = self.model.vocab_size {
-            check(v >= 2, "model.vocab_size", "must be at least 2".into());
-            if let TokenizerConfig::Bpe { vocab_size } = tokenizer {
-                check(
-                    vocab_size <= v,
-                    "data.tokenizer.vocab_size",
-                    format!("{vocab_size} is larger than model.vocab_size ({v})"),
-                );
-            }
-        }
-
-        let m = &self.model;
-        check(m.layers >= 1, "model.layers", "must be at least 1".into());
-        check(m.d_model >= 1, "model.d_model", "must be at least 1".into());
-        check(m.heads >= 1, "model.heads", "must be at least 1".into());
-        check(
-            m.heads >= 1 && m.d_model % m.heads == 0,
-            "model.heads",
-            format!("{} heads do not divide d_model {}", m.heads, m.d_model),
-        );
-        check(m.d_ff >= 1, "model.d_ff", "must be at least 1".into());
-        check(
-            m.seq_len >= self.context(),
-            "model.seq_len",
-            format!("must be at least {} (the training context)", self.context()),
-        );
-        check(
-            (0.0..1.0).contains(&m.dropout),
-            "model.dropout",
-            "must be within [0, 1)".into(),
-        );
-
-        let t = &self.train;
-        check(t.steps >= 1, "train.steps", "must be at least 1".into());
-        check(
-            t.batch_size >= 1,
-            "train.batch_size",
-            "must be at least 1".into(),
-        );
-        check(
-            t.lr > 0.0 && t.lr.is_finite(),
-            "train.lr",
-            "must be positive".into(),
-        );
-        check(
-            t.min_lr >= 0.0 && t.min_lr <= t.lr,
-            "train.min_lr",
-            "must be within [0, lr]".into(),
-        );
-        check(
-            t.weight_decay >= 0.0,
-            "train.weight_decay",
-            "must not be negative".into(),
-        );
-        check(
-            (0.0..1.0).contains(&t.beta1),
-            "train.beta1",
-            "must be within [0, 1)".into(),
-        );
-        check(
-            (0.0..1.0).contains(&t.beta2),
-            "train.beta2",
-            "must be within [0, 1)".into(),
-        );
-        check(
-            t.grad_clip >= 0.0,
-            "train.grad_clip",
-            "must not be negative".into(),
-        );
-        check(
-            t.log_every >= 1,
-            "train.log_every",
-            "must be at least 1".into(),
-        );
-
-        let c = &self.checkpoint;
-        check(
-            c.keep_last >= 1,
-            "checkpoint.keep_last",
-            "must be at least 1".into(),
-        );
-        check(
-            !c.log_spaced || c.every >= 1,
-            "checkpoint.log_spaced",
-            "needs checkpoint.every >= 1".into(),
-        );
-
-        let pr = &self.probes;
-        check(pr.every >= 1, "probes.every", "must be at least 1".into());
-        check(
-            pr.samples >= 1,
-            "probes.samples",
-            "must be at least 1".into(),
-        );
-        check(
-            pr.batch_size >= 1,
-            "probes.batch_size",
-            "must be at least 1".into(),
-        );
-        for (i, s) in pr.sites.iter().enumerate() {
-            if let Err(e) = s.parse::<SiteKind>() {
-                check(false, &format!("probes.sites[{i}]"), e);
-            }
-        }
-        check(
-            !pr.sites.is_empty(),
-            "probes.sites",
-            "must name at least one site".into(),
-        );
-        for (i, s) in pr.positions.iter().enumerate() {
-            if let Err(e) = s.parse::<Position>() {
-                check(false, &format!("probes.positions[{i}]"), e);
-            }
-        }
-        check(
-            !pr.positions.is_empty(),
-            "probes.positions",
-            "must name at least one position".into(),
-        );
-        for (i, s) in pr.metrics.iter().enumerate() {
-            if let Err(e) = s.parse::<MetricSpec>() {
-                check(false, &format!("probes.metrics[{i}]"), e);
-            }
-        }
-        check(
-            !pr.metrics.is_empty(),
-            "probes.metrics",
-            "must name at least one metric".into(),
-        );
-        for (i, q) in pr.quantiles.iter().enumerate() {
-            check(
-                (0.0..=1.0).contains(q),
-                &format!("probes.quantiles[{i}]"),
-                format!("{q} is not within [0, 1]"),
-            );
-        }
-        issues.extend(self.validate_sets(&pr.sets, "probes.sets"));
-        issues
-    }
-
-    /// Problems with probe sets measured on this config's model and data: the config's own, or a
-    /// `densitrace probe` file's (`prefix` names where they are).
-    pub fn validate_sets(&self, sets: &[ProbeSetConfig], prefix: &str) -> Vec<(String, String)> {
-        let mut issues = Vec::new();
-        let mut check = |ok: bool, path: &str, message: String| {
-            if !ok {
-                issues.push((path.to_string(), message));
-            }
-        };
-        check(
-            !sets.is_empty(),
-            prefix,
-            "must hold at least one probe set".into(),
-        );
-        let source = self.data.source.kind();
-        let rg = self.rulegraph();
-        let text_like = rg.is_none();
-        let seq_len = self.model.seq_len;
-        let context = self.context();
-        for (i, set) in sets.iter().enumerate() {
-            let path = format!("{prefix}[{i}]");
-            check(
-                !set.name.is_empty()
-                    && set
-                        .name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)),
-                &format!("{path}.name"),
-                format!(
-                    "{:?} must be non-empty and use only letters, digits, '-' and '_'",
-                    set.name
-                ),
-            );
-            if sets[..i].iter().any(|other| other.name == set.name) {
-                check(
-                    false,
-                    &format!("{path}.name"),
-                    format!("{:?} is used twice", set.name),
-                );
-            }
-            if let Some(n) = set.samples {
-                check(
-                    n >= 1,
-                    &format!("{path}.samples"),
-                    "must be at least 1".into(),
-                );
-            }
-            let family = set.family;
-            let name = family.name();
-            let fpath = format!("{path}.family");
-            // Which sources a family applies to.
-            let applies = match family {
-                ShiftFamily::Hops | ShiftFamily::Conflict => !text_like,
-                ShiftFamily::CharNoise
-                | ShiftFamily::WordNoise
-                | ShiftFamily::Length
-                | ShiftFamily::Domain => text_like,
-                ShiftFamily::GrammarShift => source == "grammar",
-                _ => true,
-            };
-            check(
-                applies,
-                &fpath,
-                format!("family {name} does not apply to data.source kind {source}"),
-            );
-            if family == ShiftFamily::Domain {
-                match &set.source {
-                    None => check(
-                        false,
-                        &format!("{path}.source"),
-                        "family domain needs a source, e.g. {kind: text, path: other/*.txt}".into(),
-                    ),
-                    Some(other) => {
-                        check(
-                            other.kind() != "rulegraph",
-                            &format!("{path}.source.kind"),
-                            "a domain source must be text, jsonl, parquet or grammar".into(),
-                        );
-                        validate_source(other, &format!("{path}.source"), &mut check);
-                    }
-                }
-            } else {
-                check(
-                    set.source.is_none(),
-                    &format!("{path}.source"),
-                    format!("only family domain takes a source, not {name}"),
-                );
-            }
-            let lpath = format!("{path}.levels");
-            let levels = set.levels.as_deref().unwrap_or(&[]);
-            let each = |check: &mut dyn FnMut(bool, &str, String),
-                        ok: &dyn Fn(f64) -> bool,
-                        what: &str| {
-                for (j, &l) in levels.iter().enumerate() {
-                    check(
-                        ok(l),
-                        &format!("{lpath}[{j}]"),
-                        format!("{l} is not {what}"),
-                    );
-                }
-            };
-            let fraction = |l: f64| (0.0..=1.0).contains(&l);
-            match family {
-                ShiftFamily::None | ShiftFamily::Random | ShiftFamily::Domain => check(
-                    set.levels.is_none(),
-                    &lpath,
-                    format!("family {name} takes no levels"),
-                ),
-                ShiftFamily::Hops => {
-                    if let Some(rg) = rg {
-                        let (lo, hi) = (rg.min_hops as f64, rg.max_hops as f64);
-                        each(
-                            &mut check,
-                            &|l| l.fract() == 0.0 && l >= lo && l <= hi,
-                            &format!("a hop count in data.source's range {lo}..={hi}"),
-                        );
-                    }
-                }
-                _ => {
-                    check(
-                        !levels.is_empty(),
-                        &lpath,
-                        format!(
-                            "family {name} needs a list of levels, e.g. {}",
-                            match family {
-                                ShiftFamily::Length => "[1.5, 2, 4]",
-                                ShiftFamily::Options => "[2, 4, 8]",
-                                ShiftFamily::Conflict => "[1, 2, 3]",
-                                _ => "[0.05, 0.1, 0.2]",
-                            }
-                        ),
-                    );
-                    match family {
-                        ShiftFamily::Length => each(
-                            &mut check,
-                            &|l| {
-                                l > 0.0
-                                    && (l * context as f64).round() as usize >= 2
-                                    && (l * context as f64).round() as usize <= seq_len
-                            },
-                            &format!(
-                                "a multiple of data.context ({context}) within 2..={seq_len} \
-                                 tokens (model.seq_len)"
-                            ),
-                        ),
-                        ShiftFamily::Options => {
-                            // Options to choose from: entities, or other samples' continuations.
-                            let most = match rg {
-                                Some(rg) => rg.entities,
-                                None => set.samples.unwrap_or(self.probes.samples),
-                            } as f64;
-                            let m = self.option_len();
-                            // Tokens read to score an option: the listed options, the question
-                            // and all but the option's last token.
-                            let question = if text_like { context } else { 3 };
-                            each(
-                                &mut check,
-                                &|l| {
-                                    l.fract() == 0.0
-                                        && l >= 0.0
-                                        && l <= most
-                                        && (l as usize + 1) * m + question - 1 <= seq_len
-                                },
-                                &format!(
-                                    "a whole number of options in 0..={most}, whose {m}-token \
-                                     options, listed before the {question}-token question, fit \
-                                     model.seq_len ({seq_len})"
-                                ),
-                            );
-                        }
-                        ShiftFamily::Conflict => each(
-                            &mut check,
-                            &|l| l.fract() == 0.0 && l >= 0.0 && 3 + 3 * l as usize <= seq_len,
-                            &format!(
-                                "a whole number of contradicting facts (3 tokens each) that fits \
-                                 model.seq_len ({seq_len}) with the question"
-                            ),
-                        ),
-                        _ => each(&mut check, &fraction, "a fraction in [0, 1]"),
-                    }
-                }
-            }
-        }
-        issues
-    }
-}
-
-/// The checks of one source's fields.
-fn validate_source(source: &SourceConfig, p: &str, check: &mut dyn FnMut(bool, &str, String)) {
-    match source {
-        SourceConfig::Rulegraph(rg) => {
-            check(
-                rg.entities >= 2,
-                &format!("{p}.entities"),
-                "must be at least 2".into(),
-            );
-            check(
-                rg.relations >= 1,
-                &format!("{p}.relations"),
-                "must be at least 1".into(),
-            );
-            check(
-                rg.min_hops >= 2,
-                &format!("{p}.min_hops"),
-                "must be at least 2".into(),
-            );
-            check(
-                rg.max_hops >= rg.min_hops,
-                &format!("{p}.max_hops"),
-                format!("must be at least min_hops ({})", rg.min_hops),
-            );
-            check(
-                (0.0..=1.0).contains(&rg.derived_train_fraction),
-                &format!("{p}.derived_train_fraction"),
-                "must be within [0, 1]".into(),
-            );
-        }
-        SourceConfig::Grammar(g) => {
-            check(
-                (2..=100_000).contains(&g.symbols),
-                &format!("{p}.symbols"),
-                "must be within 2..=100000".into(),
-            );
-            check(
-                g.branching >= 1 && g.branching <= g.symbols,
-                &format!("{p}.branching"),
-                format!("must be within 1..={} (symbols)", g.symbols),
-            );
-            check(
-                g.documents >= 2,
-                &format!("{p}.documents"),
-                "must be at least 2".into(),
-            );
-            check(
-                g.length >= 2,
-                &format!("{p}.length"),
-                "must be at least 2".into(),
-            );
-        }
-        SourceConfig::Text { path } => {
-            check(
-                !path.is_empty(),
-                &format!("{p}.path"),
-                "must not be empty".into(),
-            );
-        }
-        SourceConfig::Jsonl { path, field } => {
-            check(
-                !path.is_empty(),
-                &format!("{p}.path"),
-                "must not be empty".into(),
-            );
-            check(
-                !field.is_empty(),
-                &format!("{p}.field"),
-                "must not be empty".into(),
-            );
-        }
-        SourceConfig::Parquet { path, column } => {
-            check(
-                !path.is_empty(),
-                &format!("{p}.path"),
-                "must not be empty".into(),
-            );
-            check(
-                !column.is_empty(),
-                &format!("{p}.column"),
-                "must not be empty".into(),
-            );
         }
     }
 }
