@@ -23,4 +23,5 @@ pub mod rundir;
 pub mod seed;
 pub mod sink;
 pub mod summary;
+pub mod sweep;
 pub mod train;

@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 use densitrace::config::Config;
 use densitrace::data::{Dataset, probes};
 use densitrace::error::InputError;
-use densitrace::run::{Finish, RunOutcome};
-use densitrace::{device, dump, progress, run, summary};
+use densitrace::run::{Destination, Finish, RunOutcome};
+use densitrace::{device, dump, progress, run, summary, sweep};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,62 @@ enum Command {
         /// Directory the run directory is created under.
         #[arg(long, default_value = "runs")]
         out: PathBuf,
+        /// Write the run into exactly this directory (it must not exist) instead of
+        /// OUT/<name>/<run_id>/; `densitrace sweep` names its cells' directories this way.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["resume", "out"])]
+        run_dir: Option<PathBuf>,
+    },
+    /// Run a grid of seeds and settings (a sweep file), here or on a Slurm cluster; each cell is
+    /// an ordinary run under OUT/<name>/<sweep_id>/cells/.
+    ///
+    /// Exit codes: 0 every cell done, 1 a cell failed or diverged, 2 bad input (nothing
+    /// created), 130 stopped by SIGINT or SIGTERM (continue with --resume).
+    Sweep {
+        /// The sweep file (YAML); with --cell, the sweep directory.
+        #[arg(required_unless_present_any = ["resume", "status"])]
+        path: Option<PathBuf>,
+        /// Continue this sweep: skip done cells, resume interrupted ones from their newest
+        /// checkpoint, rerun failed ones.
+        #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["path", "status", "slurm"])]
+        resume: Option<PathBuf>,
+        /// Print the table of this sweep's cells and their states.
+        #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["path", "slurm"])]
+        status: Option<PathBuf>,
+        /// Run (or continue) only this cell of the sweep directory given as PATH: what each
+        /// Slurm array task runs.
+        #[arg(
+            long,
+            value_name = "INDEX",
+            requires = "path",
+            conflicts_with = "slurm"
+        )]
+        cell: Option<usize>,
+        /// Cells at once on this machine (default: half the cores, at least 1).
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+        /// Directory the sweep directory is created under.
+        #[arg(long, default_value = "runs")]
+        out: PathBuf,
+        /// Override a value of every cell's config, after the sweep file's `set` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Create the sweep and submit it to Slurm as a job array (one task a cell) with sbatch.
+        #[arg(long)]
+        slurm: bool,
+        /// With --slurm: at most this many cells at once (the array's %P; default: all).
+        #[arg(long, value_name = "P", requires = "slurm")]
+        max_parallel: Option<usize>,
+        /// With --slurm: an extra #SBATCH line, e.g. --sbatch-arg=--partition=gpu (repeatable).
+        #[arg(
+            long,
+            value_name = "ARG",
+            requires = "slurm",
+            allow_hyphen_values = true
+        )]
+        sbatch_arg: Vec<String>,
+        /// With --slurm: write slurm.sbatch but do not submit it.
+        #[arg(long, requires = "slurm")]
+        dry_run: bool,
     },
     /// Check the config and its data (read, split, tokenized, probe sets drawn), print the
     /// resolved config and exit without training. Bad input exits 2.
@@ -99,27 +155,91 @@ fn main() -> ExitCode {
             resume,
             overrides,
             out,
+            run_dir,
         } => {
-            let installed = ctrlc::set_handler(|| {
-                if STOP.swap(true, Ordering::SeqCst) {
-                    eprintln!("second signal: exiting now");
-                    std::process::exit(130);
-                }
-                eprintln!("stopping after this step (a second signal exits at once)");
-            });
-            if let Err(e) = installed {
-                tracing::warn!("cannot handle SIGINT/SIGTERM: {e}");
-            }
+            stop_on_signals("stopping after this step (a second signal exits at once)");
             let command_line = std::env::args().collect();
+            let destination = match run_dir {
+                Some(dir) => Destination::Exactly(dir),
+                None => Destination::Under(out),
+            };
             let outcome = match (config, resume) {
                 (_, Some(dir)) => run::resume(&dir, command_line, &STOP),
                 (Some(path), None) => Config::load(&path, &overrides)
                     .map_err(anyhow::Error::from)
-                    .and_then(|c| run::run(&c, &out, command_line, &STOP)),
+                    .and_then(|c| run::run(&c, &destination, command_line, &STOP)),
                 (None, None) => unreachable!("clap requires a config or --resume"),
             };
             match outcome {
                 Ok(outcome) => return finish(outcome),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Sweep {
+            path,
+            resume,
+            status,
+            cell,
+            jobs,
+            out,
+            overrides,
+            slurm,
+            max_parallel,
+            sbatch_arg,
+            dry_run,
+        } => {
+            let outcome = (|| -> anyhow::Result<Option<sweep::SweepOutcome>> {
+                if let Some(dir) = status {
+                    print!("{}", sweep::status_table(&sweep::SweepDir::open(&dir)?)?);
+                    return Ok(None);
+                }
+                let path = path.or(resume.clone()).expect("clap requires a path");
+                if let Some(index) = cell {
+                    stop_on_signals("stopping the cell after this step");
+                    return sweep::run_cell(&sweep::SweepDir::open(&path)?, index).map(Some);
+                }
+                let dir = match resume {
+                    Some(_) => sweep::SweepDir::open(&path)?,
+                    None => sweep::create(&path, &overrides, &out)?,
+                };
+                if slurm {
+                    let parallel = max_parallel.unwrap_or(dir.cell_count()?);
+                    let script = sweep::write_sbatch(&dir, parallel, &sbatch_arg)?;
+                    println!("wrote {}", script.display());
+                    if !dry_run {
+                        let job = sweep::submit(&script)?;
+                        println!(
+                            "submitted job array {job}; follow it with: densitrace sweep --status {}",
+                            dir.root.display()
+                        );
+                    }
+                    return Ok(None);
+                }
+                stop_on_signals("stopping the sweep: its running cells checkpoint and stop");
+                let jobs = jobs.unwrap_or_else(sweep::default_jobs).max(1);
+                sweep::run_local(&dir, jobs, &STOP).map(Some)
+            })();
+            match outcome {
+                Ok(None) => Ok(()),
+                Ok(Some(outcome)) => {
+                    let counts: Vec<String> = outcome
+                        .counts
+                        .iter()
+                        .map(|(s, n)| format!("{n} {s}"))
+                        .collect();
+                    println!(
+                        "cells: {}; sweep: {}",
+                        counts.join(", "),
+                        outcome.dir.display()
+                    );
+                    if outcome.exit_code() == 130 {
+                        eprintln!(
+                            "interrupted; continue with: densitrace sweep --resume {}",
+                            outcome.dir.display()
+                        );
+                    }
+                    return ExitCode::from(outcome.exit_code());
+                }
                 Err(e) => Err(e),
             }
         }
@@ -202,6 +322,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// SIGINT/SIGTERM set STOP (the loops stop cleanly, after a checkpoint); a second one exits.
+fn stop_on_signals(message: &'static str) {
+    let installed = ctrlc::set_handler(move || {
+        if STOP.swap(true, Ordering::SeqCst) {
+            eprintln!("second signal: exiting now");
+            std::process::exit(130);
+        }
+        eprintln!("{message}");
+    });
+    if let Err(e) = installed {
+        tracing::warn!("cannot handle SIGINT/SIGTERM: {e}");
     }
 }
 

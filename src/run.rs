@@ -102,10 +102,18 @@ fn prepare(config: &Config, saved: Option<(&RunDir, &Manifest)>) -> Result<Prepa
     })
 }
 
-/// A new run of `config` under `out`.
+/// Where a new run's directory is created.
+pub enum Destination {
+    /// `OUT/<name>/<run_id>/`, the default.
+    Under(PathBuf),
+    /// Exactly this directory, which must not exist yet (a sweep's cell).
+    Exactly(PathBuf),
+}
+
+/// A new run of `config` at `destination`.
 pub fn run(
     config: &Config,
-    out: &Path,
+    destination: &Destination,
     command_line: Vec<String>,
     stop: &AtomicBool,
 ) -> Result<RunOutcome> {
@@ -113,10 +121,15 @@ pub fn run(
     config.absolutize_paths(&std::env::current_dir()?);
     let config = &config;
     let prepared = prepare(config, None)?;
-    let dir = RunDir::create(out, &config.name, config.seed).map_err(|e| {
+    let dir = match destination {
+        Destination::Under(out) => RunDir::create(out, &config.name, config.seed),
+        Destination::Exactly(path) => RunDir::create_exactly(path, config.seed),
+    }
+    .map_err(|e| {
+        let (Destination::Under(path) | Destination::Exactly(path)) = destination;
         InputError::Other(format!(
-            "cannot create a run directory under {}: {e}",
-            out.display()
+            "cannot create a run directory at {}: {e}",
+            path.display()
         ))
     })?;
     let _lock = dir.lock()?;

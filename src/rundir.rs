@@ -227,6 +227,20 @@ impl RunDir {
         unreachable!()
     }
 
+    /// Creates exactly `path` (its parent if need be), which must not exist: a sweep names its
+    /// cells' run directories itself.
+    pub fn create_exactly(path: &Path, seed: u64) -> Result<RunDir, std::io::Error> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::create_dir(path)?;
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        Ok(RunDir {
+            root: path.to_path_buf(),
+            run_id: format!("{stamp}-s{seed}"),
+        })
+    }
+
     pub fn path(&self, relative: &str) -> PathBuf {
         self.root.join(relative)
     }

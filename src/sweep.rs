@@ -1,0 +1,747 @@
+//! `densitrace sweep`: a grid of seeds and settings from one YAML file, each cell an ordinary run.
+//!
+//! ```yaml
+//! name: activation-seeds
+//! config: ../quickstart.yaml        # relative to the sweep file
+//! set: {train.steps: 2000}          # optional overrides applied to every cell
+//! grid:                             # cartesian product, keys exactly as for --set
+//!   seed: [1, 2, 3, 4, 5]
+//!   model.activation: [relu, gelu, silu]
+//! ```
+//!
+//! ```text
+//! <out>/<name>/<sweep_id>/
+//!   sweep.yaml                       the sweep file as given
+//!   sweep.json                       the cells: overrides, run directory, state, exit code, time
+//!   configs/007-seed=3,model.activation=silu.yaml    each cell's resolved config
+//!   cells/007-seed=3,model.activation=silu/          each cell's run directory (as `run` writes)
+//!   logs/007-seed=3,model.activation=silu.log        each cell's stdout and stderr
+//!   slurm.sbatch                     with --slurm: the job array, one task a cell
+//! ```
+//!
+//! Every cell's config is resolved and validated before anything is created. Each cell runs as a
+//! child `densitrace run` process, so a cell that fails or diverges stops only itself, and a
+//! killed sweep is continued cell by cell with the runs' own `--resume`. `sweep.json` is only
+//! changed under an OS lock (`sweep.json.lock`), so cells finishing at once, in this process or in
+//! Slurm tasks, never lose each other's state.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::config::{self, Config};
+use crate::error::InputError;
+use crate::rundir::{self, Manifest, write_atomic};
+use crate::seed::fingerprint;
+
+/// A sweep file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SweepFile {
+    /// Sweeps land in `<out>/<name>/<sweep_id>/`.
+    name: String,
+    /// The base config, relative to the sweep file.
+    config: PathBuf,
+    /// Overrides applied to every cell.
+    #[serde(default)]
+    set: Ordered,
+    /// Each key's list of values; the cells are their cartesian product, the first key outermost.
+    grid: Ordered,
+}
+
+/// A YAML mapping in the order it was written (the grid's order names and numbers the cells).
+#[derive(Debug, Default)]
+struct Ordered(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Ordered {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping of config keys (as for --set) to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    entries.push(entry);
+                }
+                Ok(Ordered(entries))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// A cell's state in `sweep.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Diverged,
+    Interrupted,
+}
+
+impl CellState {
+    /// The state a cell's `densitrace run` exit code means (`run`'s documented codes).
+    fn from_exit(code: Option<i32>) -> CellState {
+        match code {
+            Some(0) => CellState::Done,
+            Some(3) => CellState::Diverged,
+            Some(130) => CellState::Interrupted,
+            _ => CellState::Failed,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            CellState::Pending => "pending",
+            CellState::Running => "running",
+            CellState::Done => "done",
+            CellState::Failed => "failed",
+            CellState::Diverged => "diverged",
+            CellState::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether `--resume` leaves the cell alone: it finished, or its loss diverged (a result).
+    fn is_final(self) -> bool {
+        matches!(self, CellState::Done | CellState::Diverged)
+    }
+}
+
+/// One cell of `sweep.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cell {
+    pub index: usize,
+    /// `007-seed=3,model.activation=silu`: its config, run directory and log are named by it.
+    pub name: String,
+    /// The grid's overrides of this cell, as `key=value`.
+    pub overrides: Vec<String>,
+    /// Its run directory, relative to the sweep directory.
+    pub dir: String,
+    pub state: CellState,
+    pub exit_code: Option<i32>,
+    pub wall_seconds: Option<f64>,
+}
+
+/// What `sweep.json` holds.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub name: String,
+    pub sweep_id: String,
+    /// The fingerprint of sweep.yaml's text: `--resume` refuses a sweep whose file was edited.
+    pub sweep_hash: String,
+    /// The base config as given, and the overrides every cell shares (the file's `set`, then
+    /// the command line's `--set`).
+    pub config: String,
+    pub set: Vec<String>,
+    pub cells: Vec<Cell>,
+}
+
+pub const SWEEP_YAML: &str = "sweep.yaml";
+pub const SWEEP_JSON: &str = "sweep.json";
+
+/// `key=value` with the value as YAML (JSON is YAML), as `--set` takes it.
+fn override_of(key: &str, value: &Value) -> String {
+    format!("{key}={value}")
+}
+
+/// A value as a cell's name shows it: strings bare, everything else as JSON.
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `007-seed=3,model.activation=silu`, with anything but letters, digits and `-_.=,` replaced by
+/// `_` so it is a safe file name.
+fn cell_name(index: usize, width: usize, grid: &[(String, Value)]) -> String {
+    let label: Vec<String> = grid
+        .iter()
+        .map(|(k, v)| format!("{k}={}", shown(v)))
+        .collect();
+    let label: String = label
+        .join(",")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.=,".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{index:0width$}-{label}")
+}
+
+/// The cartesian product of the grid, the first key outermost.
+fn product(grid: &[(String, Vec<Value>)]) -> Vec<Vec<(String, Value)>> {
+    let mut cells: Vec<Vec<(String, Value)>> = vec![Vec::new()];
+    for (key, values) in grid {
+        cells = cells
+            .into_iter()
+            .flat_map(|cell| {
+                values.iter().map(move |v| {
+                    let mut c = cell.clone();
+                    c.push((key.clone(), v.clone()));
+                    c
+                })
+            })
+            .collect()
+    }
+    cells
+}
+
+/// A new sweep, resolved and validated, not yet written.
+struct Plan {
+    file_text: String,
+    record: SweepRecord,
+    /// Each cell's resolved config.
+    configs: Vec<Config>,
+}
+
+fn bad_file(file: &Path, message: String) -> InputError {
+    InputError::File {
+        file: file.display().to_string(),
+        message,
+    }
+}
+
+/// Reads and checks a sweep file and every cell's config; creates nothing.
+fn plan(file: &Path, cli_set: &[String]) -> Result<Plan, InputError> {
+    let text = fs::read_to_string(file).map_err(|e| bad_file(file, format!("cannot read: {e}")))?;
+    let sweep: SweepFile =
+        serde_saphyr::from_str(&text).map_err(|e| bad_file(file, format!("not a sweep: {e}")))?;
+    if !config::is_folder_name(&sweep.name) {
+        return Err(bad_file(
+            file,
+            format!(
+                "name: {:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
+                sweep.name
+            ),
+        ));
+    }
+    let mut grid: Vec<(String, Vec<Value>)> = Vec::new();
+    for (key, values) in sweep.grid.0 {
+        let values = match values {
+            Value::Array(v) if !v.is_empty() => v,
+            Value::Array(_) => {
+                return Err(bad_file(file, format!("grid.{key}: the list is empty")));
+            }
+            other => {
+                return Err(bad_file(
+                    file,
+                    format!("grid.{key}: expected a list of values, got {other}"),
+                ));
+            }
+        };
+        if sweep.set.0.iter().any(|(k, _)| *k == key) {
+            return Err(bad_file(
+                file,
+                format!("grid.{key}: also in `set`; a key is either swept or fixed"),
+            ));
+        }
+        grid.push((key, values));
+    }
+    if grid.is_empty() {
+        return Err(bad_file(file, "grid: needs at least one key".into()));
+    }
+    let base = file.parent().unwrap_or(Path::new(".")).join(&sweep.config);
+    let base = fs::canonicalize(&base)
+        .map_err(|e| bad_file(file, format!("config: {}: {e}", base.display())))?;
+    let mut set: Vec<String> = sweep.set.0.iter().map(|(k, v)| override_of(k, v)).collect();
+    set.extend(cli_set.iter().cloned());
+
+    let cells = product(&grid);
+    let width = (cells.len() - 1).to_string().len().max(3);
+    let cwd = std::env::current_dir().map_err(|e| InputError::Other(e.to_string()))?;
+    let mut record_cells = Vec::new();
+    let mut configs = Vec::new();
+    for (index, values) in cells.iter().enumerate() {
+        let name = cell_name(index, width, values);
+        let overrides: Vec<String> = values.iter().map(|(k, v)| override_of(k, v)).collect();
+        let all: Vec<String> = set.iter().chain(&overrides).cloned().collect();
+        let mut config = Config::load(&base, &all).map_err(|e| {
+            bad_file(
+                file,
+                format!("cell {name} (grid {}): {e}", overrides.join(" ")),
+            )
+        })?;
+        config.absolutize_paths(&cwd);
+        configs.push(config);
+        record_cells.push(Cell {
+            index,
+            dir: format!("cells/{name}"),
+            name,
+            overrides,
+            state: CellState::Pending,
+            exit_code: None,
+            wall_seconds: None,
+        });
+    }
+    Ok(Plan {
+        record: SweepRecord {
+            name: sweep.name,
+            sweep_id: String::new(),
+            sweep_hash: fingerprint(text.as_bytes()),
+            config: base.display().to_string(),
+            set,
+            cells: record_cells,
+        },
+        file_text: text,
+        configs,
+    })
+}
+
+/// An existing sweep directory.
+pub struct SweepDir {
+    pub root: PathBuf,
+}
+
+impl SweepDir {
+    /// Opens a sweep, refusing a directory that is not one or whose sweep.yaml was edited.
+    pub fn open(root: &Path) -> Result<SweepDir, InputError> {
+        let dir = SweepDir {
+            root: root.to_path_buf(),
+        };
+        let record = dir
+            .read()
+            .map_err(|e| bad_file(root, format!("not a densitrace sweep directory ({e:#})")))?;
+        let yaml = root.join(SWEEP_YAML);
+        let text = fs::read(&yaml).map_err(|e| bad_file(&yaml, format!("cannot read: {e}")))?;
+        if fingerprint(&text) != record.sweep_hash {
+            return Err(bad_file(
+                &yaml,
+                "was edited after the sweep started; a resumed sweep runs the cells it was \
+                 created with (start a new sweep instead)"
+                    .into(),
+            ));
+        }
+        Ok(dir)
+    }
+
+    /// How many cells the sweep has.
+    pub fn cell_count(&self) -> Result<usize> {
+        Ok(self.read()?.cells.len())
+    }
+
+    fn read(&self) -> Result<SweepRecord> {
+        let path = self.root.join(SWEEP_JSON);
+        let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Reads `sweep.json`, changes it with `f` and writes it back, all under the sweep's lock.
+    fn update<T>(&self, f: impl FnOnce(&mut SweepRecord) -> T) -> Result<T> {
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("sweep.json.lock"))?;
+        lock.lock()?;
+        let mut record = self.read()?;
+        let out = f(&mut record);
+        write_atomic(
+            &self.root.join(SWEEP_JSON),
+            serde_json::to_string_pretty(&record)?.as_bytes(),
+        )?;
+        Ok(out)
+    }
+
+    fn config_path(&self, cell: &Cell) -> PathBuf {
+        self.root
+            .join("configs")
+            .join(format!("{}.yaml", cell.name))
+    }
+
+    fn log_path(&self, cell: &Cell) -> PathBuf {
+        self.root.join("logs").join(format!("{}.log", cell.name))
+    }
+
+    /// The `densitrace run` that runs or continues `cell`: `--resume` when its run directory
+    /// holds a run that can continue, else a fresh run (after removing what a run killed before
+    /// its manifest left). `None` when the run completed already.
+    fn command(&self, cell: &Cell) -> Result<Option<Command>> {
+        let exe = std::env::current_exe()?;
+        let run_dir = self.root.join(&cell.dir);
+        let manifest: Option<Manifest> = fs::read(run_dir.join(rundir::MANIFEST))
+            .ok()
+            .and_then(|t| serde_json::from_slice(&t).ok());
+        let mut command = Command::new(exe);
+        match manifest {
+            Some(m) if m.status == "completed" => return Ok(None),
+            Some(_) => {
+                command.arg("run").arg("--resume").arg(&run_dir);
+            }
+            None => {
+                if run_dir.exists() {
+                    fs::remove_dir_all(&run_dir)?;
+                }
+                command
+                    .arg("run")
+                    .arg(self.config_path(cell))
+                    .arg("--run-dir")
+                    .arg(&run_dir);
+            }
+        }
+        Ok(Some(command))
+    }
+
+    fn set_state(&self, index: usize, state: CellState, code: Option<i32>, wall: Option<f64>) {
+        let updated = self.update(|r| {
+            let cell = &mut r.cells[index];
+            cell.state = state;
+            cell.exit_code = code;
+            if wall.is_some() {
+                cell.wall_seconds = wall;
+            }
+        });
+        if let Err(e) = updated {
+            tracing::error!(
+                "cannot update {}: {e:#}",
+                self.root.join(SWEEP_JSON).display()
+            );
+        }
+    }
+}
+
+/// How a sweep command ended.
+pub struct SweepOutcome {
+    pub dir: PathBuf,
+    pub counts: BTreeMap<&'static str, usize>,
+    pub interrupted: bool,
+}
+
+impl SweepOutcome {
+    /// 0 when every cell is done, 130 when stopped by a signal, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        if self.interrupted {
+            130
+        } else if self.counts.keys().all(|s| *s == "done") {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+/// Creates a sweep directory for `file` under `out` (everything validated first).
+pub fn create(file: &Path, cli_set: &[String], out: &Path) -> Result<SweepDir> {
+    let mut plan = plan(file, cli_set)?;
+    let parent = out.join(&plan.record.name);
+    fs::create_dir_all(&parent)
+        .map_err(|e| InputError::Other(format!("cannot create {}: {e}", parent.display())))?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let mut root = parent.join(&stamp);
+    for n in 1.. {
+        match fs::create_dir(&root) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                root = parent.join(format!("{stamp}-{n}"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    plan.record.sweep_id = root.file_name().unwrap().to_string_lossy().into_owned();
+    let dir = SweepDir { root };
+    write_atomic(&dir.root.join(SWEEP_YAML), plan.file_text.as_bytes())?;
+    for (cell, config) in plan.record.cells.iter().zip(&plan.configs) {
+        write_atomic(&dir.config_path(cell), config.to_yaml().as_bytes())?;
+    }
+    fs::create_dir_all(dir.root.join("cells"))?;
+    fs::create_dir_all(dir.root.join("logs"))?;
+    write_atomic(
+        &dir.root.join(SWEEP_JSON),
+        serde_json::to_string_pretty(&plan.record)?.as_bytes(),
+    )?;
+    println!(
+        "sweep {}: {} cells in {}",
+        plan.record.name,
+        plan.record.cells.len(),
+        dir.root.display()
+    );
+    Ok(dir)
+}
+
+/// Cells at once when `--jobs` is not given: a run's CPU backend uses every core, so one cell a
+/// core would oversubscribe; half the cores (at least one) keeps two runs from fighting on the
+/// common 2- to 8-core machine.
+pub fn default_jobs() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).max(1)
+}
+
+/// Runs every cell that is not done (or diverged), `jobs` at a time, until all have run or `stop`
+/// is set (then the running cells are sent SIGTERM: they checkpoint and exit 130).
+pub fn run_local(dir: &SweepDir, jobs: usize, stop: &AtomicBool) -> Result<SweepOutcome> {
+    let record = dir.read()?;
+    let mut todo: Vec<Cell> = record
+        .cells
+        .iter()
+        .filter(|c| !c.state.is_final())
+        .cloned()
+        .collect();
+    todo.reverse(); // pop() takes them in index order
+    let total = record.cells.len();
+    let mut finished = total - todo.len();
+    eprintln!(
+        "running {} of {total} cells, {jobs} at a time (--jobs); logs in {}",
+        todo.len(),
+        dir.root.join("logs").display()
+    );
+    let bar = indicatif::ProgressBar::new(total as u64);
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} cells {elapsed}")
+                .expect("a valid template"),
+        );
+        bar.set_position(finished as u64);
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut running: Vec<(Cell, Child, Instant)> = Vec::new();
+    let mut interrupted = false;
+    loop {
+        if stop.load(Ordering::SeqCst) && !interrupted {
+            interrupted = true;
+            for (_, child, _) in &running {
+                // SAFETY: kill(2) on a child's pid; a child that already exited is a no-op.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            }
+        }
+        while !interrupted && running.len() < jobs {
+            let Some(cell) = todo.pop() else { break };
+            let Some(mut command) = dir.command(&cell)? else {
+                dir.set_state(cell.index, CellState::Done, Some(0), None);
+                finished += 1;
+                bar.set_position(finished as u64);
+                continue;
+            };
+            let log = fs::File::create(dir.log_path(&cell))?;
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting a cell's densitrace run")?;
+            dir.set_state(cell.index, CellState::Running, None, None);
+            running.push((cell, child, Instant::now()));
+        }
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut i = 0;
+        while i < running.len() {
+            let Some(status) = running[i].1.try_wait()? else {
+                i += 1;
+                continue;
+            };
+            let (cell, _, started) = running.swap_remove(i);
+            let wall = started.elapsed().as_secs_f64();
+            let state = CellState::from_exit(status.code());
+            dir.set_state(cell.index, state, status.code(), Some(wall));
+            finished += 1;
+            bar.set_position(finished as u64);
+            bar.suspend(|| {
+                println!(
+                    "[{finished}/{total}] {} {} in {wall:.1} s{}",
+                    cell.name,
+                    state.name(),
+                    match state {
+                        CellState::Done | CellState::Interrupted => String::new(),
+                        _ => format!(
+                            " (exit {:?}; log: {})",
+                            status.code(),
+                            dir.log_path(&cell).display()
+                        ),
+                    }
+                )
+            });
+        }
+    }
+    bar.finish_and_clear();
+    Ok(SweepOutcome {
+        dir: dir.root.clone(),
+        counts: counts(&dir.read()?),
+        interrupted,
+    })
+}
+
+/// Runs (or continues) cell `index` in the foreground: what one Slurm array task does.
+pub fn run_cell(dir: &SweepDir, index: usize) -> Result<SweepOutcome> {
+    let record = dir.read()?;
+    let cell = record.cells.get(index).cloned().ok_or_else(|| {
+        InputError::Other(format!(
+            "--cell {index}: the sweep has cells 0..={}",
+            record.cells.len() - 1
+        ))
+    })?;
+    if !cell.state.is_final() {
+        match dir.command(&cell)? {
+            None => dir.set_state(index, CellState::Done, Some(0), None),
+            Some(mut command) => {
+                let log = fs::File::create(dir.log_path(&cell))?;
+                dir.set_state(index, CellState::Running, None, None);
+                let started = Instant::now();
+                let status = command
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .status()?;
+                let state = CellState::from_exit(status.code());
+                let wall = started.elapsed().as_secs_f64();
+                dir.set_state(index, state, status.code(), Some(wall));
+                println!("{} {} in {wall:.1} s", cell.name, state.name());
+            }
+        }
+    }
+    let state = dir.read()?.cells[index].state;
+    Ok(SweepOutcome {
+        dir: dir.root.clone(),
+        counts: BTreeMap::from([(state.name(), 1)]),
+        interrupted: state == CellState::Interrupted,
+    })
+}
+
+fn counts(record: &SweepRecord) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for cell in &record.cells {
+        *counts.entry(cell.state.name()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The `--status` table.
+pub fn status_table(dir: &SweepDir) -> Result<String> {
+    let record = dir.read()?;
+    let width = record.cells.iter().map(|c| c.name.len()).max().unwrap_or(4);
+    let mut out = format!(
+        "{:<width$}  {:<11} {:>5} {:>9}\n",
+        "cell", "state", "exit", "seconds"
+    );
+    for c in &record.cells {
+        out.push_str(&format!(
+            "{:<width$}  {:<11} {:>5} {:>9}\n",
+            c.name,
+            c.state.name(),
+            c.exit_code.map_or("-".into(), |e| e.to_string()),
+            c.wall_seconds.map_or("-".into(), |w| format!("{w:.1}")),
+        ));
+    }
+    let counts: Vec<String> = counts(&record)
+        .into_iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    out.push_str(&format!(
+        "{} cells: {}\n",
+        record.cells.len(),
+        counts.join(", ")
+    ));
+    Ok(out)
+}
+
+/// Writes `slurm.sbatch`: a job array with one task a cell, at most `max_parallel` at once, each
+/// running `densitrace sweep --cell $SLURM_ARRAY_TASK_ID SWEEP_DIR` with this binary.
+pub fn write_sbatch(
+    dir: &SweepDir,
+    max_parallel: usize,
+    sbatch_args: &[String],
+) -> Result<PathBuf> {
+    let record = dir.read()?;
+    let exe = std::env::current_exe()?;
+    let root = fs::canonicalize(&dir.root)?;
+    let mut script = format!(
+        "#!/bin/bash\n#SBATCH --job-name=densitrace-{}\n#SBATCH --array=0-{}%{}\n#SBATCH --output={}/logs/slurm-%A_%a.out\n",
+        record.name,
+        record.cells.len() - 1,
+        max_parallel.max(1),
+        root.display()
+    );
+    for arg in sbatch_args {
+        script.push_str(&format!("#SBATCH {arg}\n"));
+    }
+    script.push_str(&format!(
+        "exec {} sweep --cell \"$SLURM_ARRAY_TASK_ID\" {}\n",
+        shell_quote(&exe.display().to_string()),
+        shell_quote(&root.display().to_string())
+    ));
+    let path = dir.root.join("slurm.sbatch");
+    write_atomic(&path, script.as_bytes())?;
+    Ok(path)
+}
+
+/// Submits `slurm.sbatch` with `sbatch`; returns the job id.
+pub fn submit(script: &Path) -> Result<String> {
+    let out = Command::new("sbatch")
+        .arg("--parsable")
+        .arg(script)
+        .output()
+        .map_err(|e| InputError::Other(format!("cannot run sbatch (is Slurm installed?): {e}")))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "sbatch refused {}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Ok(id.split(';').next().unwrap_or("").to_string())
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grid_is_a_product_with_the_first_key_outermost() {
+        let grid = vec![
+            ("seed".to_string(), vec![Value::from(1), Value::from(2)]),
+            (
+                "model.activation".to_string(),
+                vec![Value::from("relu"), Value::from("gelu")],
+            ),
+        ];
+        let cells = product(&grid);
+        let names: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| cell_name(i, 3, c))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "000-seed=1,model.activation=relu",
+                "001-seed=1,model.activation=gelu",
+                "002-seed=2,model.activation=relu",
+                "003-seed=2,model.activation=gelu",
+            ]
+        );
+        assert_eq!(
+            override_of("model.activation", &Value::from("relu")),
+            "model.activation=\"relu\""
+        );
+        assert_eq!(
+            cell_name(7, 3, &[("data.path".into(), Value::from("a b/c"))]),
+            "007-data.path=a_b_c"
+        );
+    }
+}
