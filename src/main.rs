@@ -70,7 +70,7 @@ enum Command {
             conflicts_with = "slurm"
         )]
         cell: Option<usize>,
-        /// Cells at once on this machine (default: half the cores, at least 1).
+        /// Cells at once on this machine (default: half the cores, at least 2 where there are 2).
         #[arg(long, value_name = "N")]
         jobs: Option<usize>,
         /// Directory the sweep directory is created under.

@@ -477,12 +477,13 @@ pub fn create(file: &Path, cli_set: &[String], out: &Path) -> Result<SweepDir> {
     Ok(dir)
 }
 
-/// Cells at once when `--jobs` is not given: a run's CPU backend uses every core, so one cell a
-/// core would oversubscribe; half the cores (at least one) keeps two runs from fighting on the
-/// common 2- to 8-core machine.
+/// Cells at once when `--jobs` is not given: half the cores, but at least 2 where there are 2.
+/// One run's CPU backend spreads over every core yet keeps them only partly busy: on 2 cores, 2
+/// cells at once finish a sweep 1.74x faster than 1 (BENCHMARKS.md). On more cores, half of them
+/// keeps the runs' thread pools from fighting.
 pub fn default_jobs() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / 2).max(1)
+    (cores / 2).max(cores.min(2))
 }
 
 /// Runs every cell that is not done (or diverged), `jobs` at a time, until all have run or `stop`
