@@ -77,6 +77,25 @@ fn states(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The sweep directory under `out/grid` once `ready` holds for it (within 120 s).
+fn wait_for(out: &Path, what: &str, ready: impl Fn(&Path) -> bool) -> PathBuf {
+    let t0 = Instant::now();
+    loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "waited 120 s for {what}"
+        );
+        let dir = std::fs::read_dir(out.join("grid"))
+            .ok()
+            .and_then(|mut entries| entries.next())
+            .map(|e| e.unwrap().path());
+        if let Some(dir) = dir.filter(|d| ready(d)) {
+            return dir;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A complete 4-cell sweep under `tmp/name`, run locally two cells at a time.
 fn local_sweep(tmp: &Path, name: &str) -> PathBuf {
     let file = write_sweep(tmp, SWEEP);
@@ -164,41 +183,24 @@ fn a_killed_sweep_resumes_every_cell_to_the_same_tables() {
         .process_group(0)
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    let dir = loop {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "the sweep never got going"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-        let Ok(mut entries) = std::fs::read_dir(out.join("grid")) else {
-            continue;
-        };
-        let Some(dir) = entries.next().map(|e| e.unwrap().path()) else {
-            continue;
-        };
+    // Kill once the second cell or a later one is running, after its first checkpoint.
+    let dir = wait_for(&out, "a later cell's checkpoint", |dir| {
         let Ok(text) = std::fs::read(dir.join("sweep.json")) else {
-            continue;
+            return false;
         };
         let Ok(r) = serde_json::from_slice::<serde_json::Value>(&text) else {
-            continue;
+            return false;
         };
-        let running = r["cells"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .position(|c| c["state"] == "running");
-        // Kill once the second cell or a later one is running, after its first checkpoint.
-        if let Some(i) = running.filter(|&i| i >= 1) {
-            if common::cli::has_checkpoint(&dir.join("cells").join(CELLS[i])) {
-                break dir;
-            }
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the sweep ended before it was killed"
-        );
-    };
+        let cells = r["cells"].as_array().unwrap();
+        let running = cells.iter().position(|c| c["state"] == "running");
+        running.is_some_and(|i| {
+            i >= 1 && common::cli::has_checkpoint(&dir.join("cells").join(CELLS[i]))
+        })
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the sweep ended before it was killed"
+    );
     unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
     child.wait().unwrap();
     let before = states(&dir);
@@ -302,26 +304,11 @@ fn sigterm_stops_the_running_cells_after_a_checkpoint() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    let dir = loop {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "no cell reached a checkpoint"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-        let Ok(mut entries) = std::fs::read_dir(out.join("grid")) else {
-            continue;
-        };
-        let Some(dir) = entries.next().map(|e| e.unwrap().path()) else {
-            continue;
-        };
-        if CELLS[..2]
+    let dir = wait_for(&out, "checkpoints of the first two cells", |dir| {
+        CELLS[..2]
             .iter()
             .all(|c| common::cli::has_checkpoint(&dir.join("cells").join(c)))
-        {
-            break dir;
-        }
-    };
+    });
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

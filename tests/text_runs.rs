@@ -277,21 +277,26 @@ fn probe_measures_new_sets_on_a_finished_run() {
     let path = run.join("probes.json");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replacen("\"tokens\":[", "\"tokens\":[1,", 1)).unwrap();
-    let out = bin()
-        .args([
-            "dump",
-            run.to_str().unwrap(),
-            "--probe",
-            "id",
-            "--site",
-            "final.norm",
-            "-o",
-        ])
-        .arg(tmp.path().join("x.npy"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // dump reads probes.json through the same check as probe and --resume; it must refuse.
+    let refused = || {
+        let out = bin()
+            .args([
+                "dump",
+                run.to_str().unwrap(),
+                "--probe",
+                "id",
+                "--site",
+                "final.norm",
+                "-o",
+            ])
+            .arg(tmp.path().join("x.npy"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        stderr
+    };
+    let stderr = refused();
     assert!(
         stderr.contains("probes.json: the sets it holds hash to")
             && stderr.contains("were edited after the run started"),
@@ -303,21 +308,7 @@ fn probe_measures_new_sets_on_a_finished_run() {
     // A probes.json from another run (its own hash differs from the manifest's) is named as such.
     let other = text.replacen("\"hash\":\"", "\"hash\":\"0", 1);
     std::fs::write(&path, other).unwrap();
-    let out = bin()
-        .args([
-            "dump",
-            run.to_str().unwrap(),
-            "--probe",
-            "id",
-            "--site",
-            "final.norm",
-            "-o",
-        ])
-        .arg(tmp.path().join("x.npy"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = refused();
     assert!(
         stderr.contains("not the probes.json this run wrote"),
         "{stderr}"
