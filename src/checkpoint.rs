@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CheckpointConfig;
 use crate::model::Gpt;
+use crate::rundir::{CHECKPOINTS, step_folder};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CheckpointState {
@@ -33,13 +34,11 @@ pub struct CheckpointState {
     pub diverged_at: Option<usize>,
 }
 
-use crate::rundir::{CHECKPOINTS, step_folder as dir_name};
-
 /// The weights file of the checkpoint at `step`.
 pub fn model_path(run_dir: &Path, step: usize) -> PathBuf {
     run_dir
         .join(CHECKPOINTS)
-        .join(dir_name(step))
+        .join(step_folder(step))
         .join("model.bpk")
 }
 
@@ -51,8 +50,8 @@ pub fn write(
     state: &CheckpointState,
 ) -> Result<PathBuf> {
     let root = run_dir.join(CHECKPOINTS);
-    let final_dir = root.join(dir_name(state.step));
-    let tmp = root.join(format!("{}.tmp", dir_name(state.step)));
+    let final_dir = root.join(step_folder(state.step));
+    let tmp = root.join(format!("{}.tmp", step_folder(state.step)));
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
     }
@@ -114,7 +113,7 @@ pub fn prune(run_dir: &Path, config: &CheckpointConfig) -> Result<()> {
             || config.major.contains(&state.step)
             || Some(state.step) == newest_healthy;
         if !keep {
-            fs::remove_dir_all(run_dir.join(CHECKPOINTS).join(dir_name(state.step)))?;
+            fs::remove_dir_all(run_dir.join(CHECKPOINTS).join(step_folder(state.step)))?;
         }
     }
     Ok(())
@@ -127,7 +126,7 @@ pub fn load(
     model: Gpt,
     optimizer: ModuleOptimizer,
 ) -> Result<(Gpt, ModuleOptimizer)> {
-    let dir = run_dir.join(CHECKPOINTS).join(dir_name(step));
+    let dir = run_dir.join(CHECKPOINTS).join(step_folder(step));
     let model = model
         .try_load_file(dir.join("model.bpk"))
         .with_context(|| format!("loading {}", dir.join("model.bpk").display()))?;

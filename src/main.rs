@@ -71,13 +71,13 @@ enum Command {
         )]
         cell: Option<usize>,
         /// Cells at once on this machine (default: half the cores, at least 2 where there are 2).
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", conflicts_with_all = ["status", "cell", "slurm"])]
         jobs: Option<usize>,
         /// Directory the sweep directory is created under.
-        #[arg(long, default_value = "runs")]
+        #[arg(long, default_value = "runs", conflicts_with_all = ["resume", "status", "cell"])]
         out: PathBuf,
         /// Override a value of every cell's config, after the sweep file's `set` (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
+        #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with_all = ["resume", "status", "cell"])]
         overrides: Vec<String>,
         /// Create the sweep and submit it to Slurm as a job array (one task a cell) with sbatch.
         #[arg(long)]
@@ -190,13 +190,14 @@ fn main() -> ExitCode {
         } => {
             let outcome = (|| -> anyhow::Result<Option<sweep::SweepOutcome>> {
                 if let Some(dir) = status {
-                    print!("{}", sweep::status_table(&sweep::SweepDir::open(&dir)?)?);
+                    let (dir, _) = sweep::SweepDir::open_to_read(&dir)?;
+                    print!("{}", sweep::status_table(&dir)?);
                     return Ok(None);
                 }
                 let path = path.or(resume.clone()).expect("clap requires a path");
                 if let Some(index) = cell {
                     stop_on_signals("stopping the cell after this step");
-                    return sweep::run_cell(&sweep::SweepDir::open(&path)?, index).map(Some);
+                    return sweep::run_cell(&sweep::SweepDir::open(&path)?, index, &STOP).map(Some);
                 }
                 let dir = match resume {
                     Some(_) => sweep::SweepDir::open(&path)?,
@@ -326,9 +327,13 @@ fn main() -> ExitCode {
 }
 
 /// SIGINT/SIGTERM set STOP (the loops stop cleanly, after a checkpoint); a second one exits.
+///
+/// In a sweep's cell (`sweep::SUPERVISED_ENV` set) a second signal is the sweep forwarding the
+/// terminal's Ctrl-C, so it does not exit: the run still stops after its checkpoint.
 fn stop_on_signals(message: &'static str) {
+    let supervised = std::env::var_os(sweep::SUPERVISED_ENV).is_some();
     let installed = ctrlc::set_handler(move || {
-        if STOP.swap(true, Ordering::SeqCst) {
+        if STOP.swap(true, Ordering::SeqCst) && !supervised {
             eprintln!("second signal: exiting now");
             std::process::exit(130);
         }

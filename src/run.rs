@@ -123,7 +123,7 @@ pub fn run(
     let prepared = prepare(config, None)?;
     let dir = match destination {
         Destination::Under(out) => RunDir::create(out, &config.name, config.seed),
-        Destination::Exactly(path) => RunDir::create_exactly(path, config.seed),
+        Destination::Exactly(path) => RunDir::create_exactly(path),
     }
     .map_err(|e| {
         let (Destination::Under(path) | Destination::Exactly(path)) = destination;

@@ -228,16 +228,20 @@ impl RunDir {
     }
 
     /// Creates exactly `path` (its parent if need be), which must not exist: a sweep names its
-    /// cells' run directories itself.
-    pub fn create_exactly(path: &Path, seed: u64) -> Result<RunDir, std::io::Error> {
+    /// cells' run directories itself. The run id ends with the directory's name, so cells of one
+    /// sweep started in the same second (same seed, other settings) still differ.
+    pub fn create_exactly(path: &Path) -> Result<RunDir, std::io::Error> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
         fs::create_dir(path)?;
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         Ok(RunDir {
             root: path.to_path_buf(),
-            run_id: format!("{stamp}-s{seed}"),
+            run_id: format!("{stamp}-{name}"),
         })
     }
 

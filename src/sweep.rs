@@ -15,7 +15,8 @@
 //!   sweep.json                       the cells: overrides, run directory, state, exit code, time
 //!   configs/007-seed=3,model.activation=silu.yaml    each cell's resolved config
 //!   cells/007-seed=3,model.activation=silu/          each cell's run directory (as `run` writes)
-//!   logs/007-seed=3,model.activation=silu.log        each cell's stdout and stderr
+//!   logs/007-seed=3,model.activation=silu.log        each cell's stdout and stderr, appended
+//!   sweep.json.lock                  the lock every change of sweep.json is made under
 //!   slurm.sbatch                     with --slurm: the job array, one task a cell
 //! ```
 //!
@@ -40,7 +41,7 @@ use serde_json::Value;
 
 use crate::config::{self, Config};
 use crate::error::InputError;
-use crate::rundir::{self, Manifest, write_atomic};
+use crate::rundir::{self, RunDir, write_atomic};
 use crate::seed::fingerprint;
 
 /// A sweep file.
@@ -86,11 +87,17 @@ impl<'de> Deserialize<'de> for Ordered {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CellState {
+    /// Not started yet.
     Pending,
+    /// Started by a runner that has not recorded its end (or was killed).
     Running,
+    /// Its run completed.
     Done,
+    /// Its run exited with an error (or could not start); `--resume` runs it again.
     Failed,
+    /// Its run's loss went non-finite (exit 3): a result, not retried.
     Diverged,
+    /// Stopped by SIGINT/SIGTERM after a checkpoint (exit 130).
     Interrupted,
 }
 
@@ -125,6 +132,7 @@ impl CellState {
 /// One cell of `sweep.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cell {
+    /// Its position in the grid's product (the first key outermost); `--cell` takes it.
     pub index: usize,
     /// `007-seed=3,model.activation=silu`: its config, run directory and log are named by it.
     pub name: String,
@@ -133,14 +141,18 @@ pub struct Cell {
     /// Its run directory, relative to the sweep directory.
     pub dir: String,
     pub state: CellState,
+    /// Its run's last exit code.
     pub exit_code: Option<i32>,
+    /// Seconds its last attempt took.
     pub wall_seconds: Option<f64>,
 }
 
 /// What `sweep.json` holds.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SweepRecord {
+    /// The sweep file's `name`.
     pub name: String,
+    /// The sweep directory's name: its UTC creation time.
     pub sweep_id: String,
     /// The fingerprint of sweep.yaml's text: `--resume` refuses a sweep whose file was edited.
     pub sweep_hash: String,
@@ -151,7 +163,9 @@ pub struct SweepRecord {
     pub cells: Vec<Cell>,
 }
 
+/// The sweep file as given.
 pub const SWEEP_YAML: &str = "sweep.yaml";
+/// The cells and their states.
 pub const SWEEP_JSON: &str = "sweep.json";
 
 /// `key=value` with the value as YAML (JSON is YAML), as `--set` takes it.
@@ -309,18 +323,26 @@ fn plan(file: &Path, cli_set: &[String]) -> Result<Plan, InputError> {
 
 /// An existing sweep directory.
 pub struct SweepDir {
+    /// `<out>/<name>/<sweep_id>/`.
     pub root: PathBuf,
 }
 
 impl SweepDir {
-    /// Opens a sweep, refusing a directory that is not one or whose sweep.yaml was edited.
-    pub fn open(root: &Path) -> Result<SweepDir, InputError> {
+    /// Opens a sweep to read its state (`--status`), refusing a directory that is not one.
+    pub fn open_to_read(root: &Path) -> Result<(SweepDir, SweepRecord), InputError> {
         let dir = SweepDir {
             root: root.to_path_buf(),
         };
         let record = dir
             .read()
             .map_err(|e| bad_file(root, format!("not a densitrace sweep directory ({e:#})")))?;
+        Ok((dir, record))
+    }
+
+    /// Opens a sweep to run its cells, refusing a directory that is not one or whose sweep.yaml
+    /// was edited since the sweep was created.
+    pub fn open(root: &Path) -> Result<SweepDir, InputError> {
+        let (dir, record) = Self::open_to_read(root)?;
         let yaml = root.join(SWEEP_YAML);
         let text = fs::read(&yaml).map_err(|e| bad_file(&yaml, format!("cannot read: {e}")))?;
         if fingerprint(&text) != record.sweep_hash {
@@ -372,33 +394,65 @@ impl SweepDir {
         self.root.join("logs").join(format!("{}.log", cell.name))
     }
 
-    /// The `densitrace run` that runs or continues `cell`: `--resume` when its run directory
-    /// holds a run that can continue, else a fresh run (after removing what a run killed before
-    /// its manifest left). `None` when the run completed already.
-    fn command(&self, cell: &Cell) -> Result<Option<Command>> {
-        let exe = std::env::current_exe()?;
+    /// What to do for `cell` now, from its run directory: nothing if its run already ended
+    /// (completed or diverged), `run --resume` if it holds a run that can continue, else a fresh
+    /// run (after removing what a run killed before writing its manifest left, unless a live run
+    /// holds it). A manifest that cannot be read is an error: nothing is deleted.
+    fn next(&self, cell: &Cell) -> Result<Next> {
         let run_dir = self.root.join(&cell.dir);
-        let manifest: Option<Manifest> = fs::read(run_dir.join(rundir::MANIFEST))
-            .ok()
-            .and_then(|t| serde_json::from_slice(&t).ok());
-        let mut command = Command::new(exe);
-        match manifest {
-            Some(m) if m.status == "completed" => return Ok(None),
-            Some(_) => {
-                command.arg("run").arg("--resume").arg(&run_dir);
+        let dir = RunDir {
+            root: run_dir.clone(),
+            run_id: String::new(),
+        };
+        let mut command = Command::new(std::env::current_exe()?);
+        // A cell's run treats a second SIGINT/SIGTERM as the first: a Ctrl-C on the terminal
+        // reaches it and the sweep forwards SIGTERM too, and it must still checkpoint.
+        command.env(SUPERVISED_ENV, "1");
+        if dir.path(rundir::MANIFEST).exists() {
+            let manifest = dir.read_manifest()?;
+            match manifest.status.as_str() {
+                "completed" => return Ok(Next::Ended(CellState::Done, 0)),
+                "diverged" => return Ok(Next::Ended(CellState::Diverged, 3)),
+                _ => command.arg("run").arg("--resume").arg(&run_dir),
+            };
+        } else {
+            if run_dir.exists() {
+                // Held by a live run that has not written its manifest yet: leave it alone.
+                let lock = dir.lock()?;
+                drop(lock);
+                fs::remove_dir_all(&run_dir)?;
             }
-            None => {
-                if run_dir.exists() {
-                    fs::remove_dir_all(&run_dir)?;
-                }
-                command
-                    .arg("run")
-                    .arg(self.config_path(cell))
-                    .arg("--run-dir")
-                    .arg(&run_dir);
+            command
+                .arg("run")
+                .arg(self.config_path(cell))
+                .arg("--run-dir")
+                .arg(&run_dir);
+        }
+        Ok(Next::Run(command))
+    }
+
+    /// Starts `cell`'s run with its output appended to the cell's log (earlier attempts stay).
+    fn start(&self, cell: &Cell) -> Result<Option<Child>> {
+        match self.next(cell)? {
+            Next::Ended(state, code) => {
+                self.set_state(cell.index, state, Some(code), None);
+                Ok(None)
+            }
+            Next::Run(mut command) => {
+                let log = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.log_path(cell))?;
+                let child = command
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()
+                    .context("starting a cell's densitrace run")?;
+                self.set_state(cell.index, CellState::Running, None, None);
+                Ok(Some(child))
             }
         }
-        Ok(Some(command))
     }
 
     fn set_state(&self, index: usize, state: CellState, code: Option<i32>, wall: Option<f64>) {
@@ -419,10 +473,23 @@ impl SweepDir {
     }
 }
 
+/// Set in a cell's environment: its run then stops after a checkpoint however many signals come.
+pub const SUPERVISED_ENV: &str = "DENSITRACE_SWEEP_CELL";
+
+/// What a cell needs next.
+enum Next {
+    /// Its run already ended this way (with this exit code); nothing to run.
+    Ended(CellState, i32),
+    Run(Command),
+}
+
 /// How a sweep command ended.
 pub struct SweepOutcome {
+    /// The sweep directory.
     pub dir: PathBuf,
+    /// Cells per state.
     pub counts: BTreeMap<&'static str, usize>,
+    /// Whether a signal stopped it.
     pub interrupted: bool,
 }
 
@@ -526,21 +593,19 @@ pub fn run_local(dir: &SweepDir, jobs: usize, stop: &AtomicBool) -> Result<Sweep
         }
         while !interrupted && running.len() < jobs {
             let Some(cell) = todo.pop() else { break };
-            let Some(mut command) = dir.command(&cell)? else {
-                dir.set_state(cell.index, CellState::Done, Some(0), None);
-                finished += 1;
-                bar.set_position(finished as u64);
-                continue;
-            };
-            let log = fs::File::create(dir.log_path(&cell))?;
-            let child = command
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("starting a cell's densitrace run")?;
-            dir.set_state(cell.index, CellState::Running, None, None);
-            running.push((cell, child, Instant::now()));
+            // A cell that cannot start is that cell's failure, not the sweep's: the others go on.
+            match dir.start(&cell) {
+                Ok(Some(child)) => running.push((cell, child, Instant::now())),
+                Ok(None) => {
+                    finished += 1;
+                    bar.set_position(finished as u64);
+                }
+                Err(e) => {
+                    dir.set_state(cell.index, CellState::Failed, None, None);
+                    finished += 1;
+                    bar.suspend(|| eprintln!("{}: cannot start: {e:#}", cell.name));
+                }
+            }
         }
         if running.is_empty() {
             break;
@@ -548,7 +613,7 @@ pub fn run_local(dir: &SweepDir, jobs: usize, stop: &AtomicBool) -> Result<Sweep
         std::thread::sleep(Duration::from_millis(100));
         let mut i = 0;
         while i < running.len() {
-            let Some(status) = running[i].1.try_wait()? else {
+            let Some(status) = running[i].1.try_wait().ok().flatten() else {
                 i += 1;
                 continue;
             };
@@ -584,7 +649,7 @@ pub fn run_local(dir: &SweepDir, jobs: usize, stop: &AtomicBool) -> Result<Sweep
 }
 
 /// Runs (or continues) cell `index` in the foreground: what one Slurm array task does.
-pub fn run_cell(dir: &SweepDir, index: usize) -> Result<SweepOutcome> {
+pub fn run_cell(dir: &SweepDir, index: usize, stop: &AtomicBool) -> Result<SweepOutcome> {
     let record = dir.read()?;
     let cell = record.cells.get(index).cloned().ok_or_else(|| {
         InputError::Other(format!(
@@ -592,26 +657,31 @@ pub fn run_cell(dir: &SweepDir, index: usize) -> Result<SweepOutcome> {
             record.cells.len() - 1
         ))
     })?;
-    if !cell.state.is_final() {
-        match dir.command(&cell)? {
-            None => dir.set_state(index, CellState::Done, Some(0), None),
-            Some(mut command) => {
-                let log = fs::File::create(dir.log_path(&cell))?;
-                dir.set_state(index, CellState::Running, None, None);
-                let started = Instant::now();
-                let status = command
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone()?)
-                    .stderr(log)
-                    .status()?;
-                let state = CellState::from_exit(status.code());
-                let wall = started.elapsed().as_secs_f64();
-                dir.set_state(index, state, status.code(), Some(wall));
-                println!("{} {} in {wall:.1} s", cell.name, state.name());
-            }
+    let mut state = cell.state;
+    if !state.is_final() {
+        if let Some(mut child) = dir.start(&cell)? {
+            let started = Instant::now();
+            let mut forwarded = false;
+            let status = loop {
+                if let Some(status) = child.try_wait()? {
+                    break status;
+                }
+                // Slurm may signal only this process (sbatch --signal=B:...): pass it on once.
+                if stop.load(Ordering::SeqCst) && !forwarded {
+                    forwarded = true;
+                    // SAFETY: kill(2) on our child's pid.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            state = CellState::from_exit(status.code());
+            let wall = started.elapsed().as_secs_f64();
+            dir.set_state(index, state, status.code(), Some(wall));
+            println!("{} {} in {wall:.1} s", cell.name, state.name());
+        } else {
+            state = dir.read()?.cells[index].state;
         }
     }
-    let state = dir.read()?.cells[index].state;
     Ok(SweepOutcome {
         dir: dir.root.clone(),
         counts: BTreeMap::from([(state.name(), 1)]),
@@ -666,6 +736,14 @@ pub fn write_sbatch(
     let record = dir.read()?;
     let exe = std::env::current_exe()?;
     let root = fs::canonicalize(&dir.root)?;
+    let shown = root.display().to_string();
+    if shown.contains(|c: char| c.is_whitespace() || c == '%') {
+        return Err(InputError::Other(format!(
+            "{shown}: Slurm's #SBATCH --output cannot name a path with spaces or '%'; choose \
+             another --out"
+        ))
+        .into());
+    }
     let mut script = format!(
         "#!/bin/bash\n#SBATCH --job-name=densitrace-{}\n#SBATCH --array=0-{}%{}\n#SBATCH --output={}/logs/slurm-%A_%a.out\n",
         record.name,

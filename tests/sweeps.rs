@@ -256,7 +256,7 @@ fn failed_cells_are_recorded_and_rerun_by_resume() {
         .replace("seq_len: 4", "seq_len: 8");
     std::fs::write(tmp.path().join("base.yaml"), base).unwrap();
     let out = tmp.path().join("out");
-    // --slurm --dry-run creates the sweep (validated against the corpus) without running it.
+    // --slurm --dry-run creates the sweep (every cell's config validated) without running it.
     expect_success(&[
         "sweep",
         file.to_str().unwrap(),
@@ -283,8 +283,10 @@ fn failed_cells_are_recorded_and_rerun_by_resume() {
     assert!(stdout.contains("cells: 4 done"), "{stdout}");
 }
 
-#[test]
-fn sigterm_stops_the_running_cells_after_a_checkpoint() {
+/// Stops a long sweep with `signal`, sent to the sweep alone or (`group`, as a terminal's Ctrl-C
+/// does) to the sweep and its cells; the running cells must checkpoint and be recorded
+/// interrupted, the others stay pending.
+fn stop_with(signal: i32, group: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let file = write_sweep(
         tmp.path(),
@@ -302,6 +304,7 @@ fn sigterm_stops_the_running_cells_after_a_checkpoint() {
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
     let dir = wait_for(&out, "checkpoints of the first two cells", |dir| {
@@ -309,7 +312,8 @@ fn sigterm_stops_the_running_cells_after_a_checkpoint() {
             .iter()
             .all(|c| common::cli::has_checkpoint(&dir.join("cells").join(c)))
     });
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let pid = child.id() as i32;
+    unsafe { libc::kill(if group { -pid } else { pid }, signal) };
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
@@ -317,11 +321,19 @@ fn sigterm_stops_the_running_cells_after_a_checkpoint() {
     assert_eq!(states(&dir)[..2], ["interrupted", "interrupted"]);
     assert_eq!(states(&dir)[2..], ["pending", "pending"]);
     for cell in &CELLS[..2] {
-        assert_eq!(
-            manifest(&dir.join("cells").join(cell))["status"],
-            "interrupted"
-        );
+        let m = manifest(&dir.join("cells").join(cell));
+        assert_eq!(m["status"], "interrupted", "{cell}: {m}");
     }
+}
+
+#[test]
+fn sigterm_stops_the_running_cells_after_a_checkpoint() {
+    stop_with(libc::SIGTERM, false);
+}
+
+#[test]
+fn ctrl_c_on_the_terminal_stops_the_running_cells_after_a_checkpoint() {
+    stop_with(libc::SIGINT, true);
 }
 
 #[test]
