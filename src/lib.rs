@@ -5,14 +5,12 @@
 //! `sink` (tables) in `rundir` (the run directory's layout); `train` drives the loop and `run`
 //! ties one run together.
 
-pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod dump;
 pub mod error;
 pub mod evaluate;
-pub mod families;
 pub mod kernels;
 pub mod metrics;
 pub mod model;

@@ -14,7 +14,6 @@ use anyhow::Result;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 
-use crate::checkpoint::{self, CheckpointState};
 use crate::config::{Config, ProbePlan};
 use crate::data::Dataset;
 use crate::data::probes::{self, ProbeSet};
@@ -24,6 +23,7 @@ use crate::evaluate::{Probing, Reduction};
 use crate::metrics::MetricSpec;
 use crate::model::Gpt;
 use crate::progress::Progress;
+use crate::rundir::checkpoint::{self, CheckpointState};
 use crate::rundir::{
     self, DeviceRecord, EvaluationRecord, Manifest, ProbeRecord, ResumeRecord, RunDir, Unfinished,
     config_hash,

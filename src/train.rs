@@ -15,7 +15,6 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
-use crate::checkpoint::scheduled;
 use crate::config::{Config, TrainConfig};
 use crate::data::{Batches, Dataset};
 use crate::model::Gpt;
@@ -216,6 +215,13 @@ fn batch(batches: &mut Batches, step: usize, device: &Device) -> (Tensor<2, Int>
     )
 }
 
+/// Steps of a schedule: every `every` steps, plus 1, 2, 4, ... below `every` when `log_spaced`.
+pub fn scheduled(step: usize, every: usize, log_spaced: bool) -> bool {
+    every > 0
+        && step > 0
+        && (step % every == 0 || (log_spaced && step < every && step.is_power_of_two()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +252,20 @@ mod tests {
         config.probes.log_spaced = true;
         let steps: Vec<usize> = (0..=25).filter(|&s| is_eval_step(&config, s)).collect();
         assert_eq!(steps, vec![0, 1, 2, 4, 8, 10, 20, 25]);
+    }
+
+    #[test]
+    fn log_spaced_schedules_are_dense_early() {
+        let steps: Vec<usize> = (0..=2100).filter(|&s| scheduled(s, 1000, true)).collect();
+        assert_eq!(
+            steps,
+            vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000]
+        );
+        let plain: Vec<usize> = (0..=25).filter(|&s| scheduled(s, 10, false)).collect();
+        assert_eq!(plain, vec![10, 20]);
+        assert!(
+            !(0..100).any(|s| scheduled(s, 0, true)),
+            "every: 0 schedules nothing"
+        );
     }
 }

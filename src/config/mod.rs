@@ -12,7 +12,8 @@ use crate::error::InputError;
 use crate::metrics::{MetricSpec, Position, SiteKind};
 
 // The family type lives with its rules in `families`; sets (and older code) name it here.
-pub use crate::families::ShiftFamily;
+pub mod families;
+pub use families::ShiftFamily;
 
 mod validate;
 

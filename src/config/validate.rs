@@ -2,8 +2,8 @@
 //! Type errors (a string where a number belongs, an unknown metric name) are caught earlier, when
 //! the YAML is read into the typed structs.
 
+use super::families::{LevelContext, Levels};
 use super::*;
-use crate::families::{LevelContext, Levels};
 
 impl Config {
     /// Every value-level problem, each with its field path. Empty means valid.

@@ -36,7 +36,8 @@ use anyhow::{Context, Result};
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint;
+pub mod checkpoint;
+
 use crate::config::Config;
 use crate::data::Dataset;
 use crate::data::probes::{self, ProbeSet};

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{RuleGraphConfig, SourceConfig};
+use super::{RuleGraphConfig, SourceConfig};
 
 /// How a probe set departs from the training distribution. Each family's level is a number with
 /// a documented meaning (README, "Shift families"); the unshifted level gives the `none` set.

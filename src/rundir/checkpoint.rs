@@ -21,9 +21,9 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
+use super::{CHECKPOINTS, step_folder};
 use crate::config::CheckpointConfig;
 use crate::model::Gpt;
-use crate::rundir::{CHECKPOINTS, step_folder};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CheckpointState {
@@ -134,31 +134,4 @@ pub fn load(
         .load(dir.join("optimizer.bpk"))
         .with_context(|| format!("loading {}", dir.join("optimizer.bpk").display()))?;
     Ok((model, optimizer))
-}
-
-/// Steps of a schedule: every `every` steps, plus 1, 2, 4, ... below `every` when `log_spaced`.
-pub fn scheduled(step: usize, every: usize, log_spaced: bool) -> bool {
-    every > 0
-        && step > 0
-        && (step % every == 0 || (log_spaced && step < every && step.is_power_of_two()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::scheduled;
-
-    #[test]
-    fn log_spaced_schedules_are_dense_early() {
-        let steps: Vec<usize> = (0..=2100).filter(|&s| scheduled(s, 1000, true)).collect();
-        assert_eq!(
-            steps,
-            vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000]
-        );
-        let plain: Vec<usize> = (0..=25).filter(|&s| scheduled(s, 10, false)).collect();
-        assert_eq!(plain, vec![10, 20]);
-        assert!(
-            !(0..100).any(|s| scheduled(s, 0, true)),
-            "every: 0 schedules nothing"
-        );
-    }
 }
