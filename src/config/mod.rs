@@ -23,7 +23,7 @@ mod validate;
 pub struct Config {
     /// Runs land in `<out>/<name>/<run_id>/`.
     pub name: String,
-    #[serde(default = "defaults::seed")]
+    #[serde(default = "Config::default_seed")]
     pub seed: u64,
     #[serde(default)]
     pub device: DeviceChoice,
@@ -35,6 +35,12 @@ pub struct Config {
     pub probes: ProbesConfig,
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+}
+
+impl Config {
+    fn default_seed() -> u64 {
+        1
+    }
 }
 
 /// When checkpoints (model, optimizer, step) are written, and which are kept.
@@ -83,13 +89,19 @@ pub struct DataConfig {
     pub tokenizer: Option<TokenizerConfig>,
     /// Fraction of the documents held out of training; probe sets are drawn from them. (The rule
     /// graph holds out by `derived_train_fraction` instead.)
-    #[serde(default = "defaults::held_out")]
+    #[serde(default = "DataConfig::default_held_out")]
     pub held_out: f64,
     /// Tokens per training window; defaults to `model.seq_len`. A `length` probe at level x reads
     /// x * context tokens, which must fit in `model.seq_len`. (The rule graph trains on its
     /// 3-token prompts and ignores this.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<usize>,
+}
+
+impl DataConfig {
+    fn default_held_out() -> f64 {
+        0.1
+    }
 }
 
 /// Where documents come from. Paths are relative to the working directory; `run` records them
@@ -180,41 +192,35 @@ impl TokenizerConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RuleGraphConfig {
-    #[serde(default = "defaults::entities")]
     pub entities: usize,
     /// Base relations: each maps every entity to one tail entity.
-    #[serde(default = "defaults::relations")]
     pub relations: usize,
     /// Derived relations, each the composition of a chain of base relations.
-    #[serde(default = "defaults::rules")]
     pub rules: usize,
-    #[serde(default = "defaults::min_hops")]
     pub min_hops: usize,
-    #[serde(default = "defaults::max_hops")]
     pub max_hops: usize,
     /// Fraction of each derived relation's facts that are trained on; the rest are held out.
-    #[serde(default = "defaults::derived_train_fraction")]
     pub derived_train_fraction: f64,
-}
-
-impl RuleGraphConfig {
-    /// Tokens of a fact's prompt, `BOS head relation`; the next token is the answer.
-    pub const PROMPT_LEN: usize = 3;
 }
 
 impl Default for RuleGraphConfig {
     fn default() -> Self {
         Self {
-            entities: defaults::entities(),
-            relations: defaults::relations(),
-            rules: defaults::rules(),
-            min_hops: defaults::min_hops(),
-            max_hops: defaults::max_hops(),
-            derived_train_fraction: defaults::derived_train_fraction(),
+            entities: 200,
+            relations: 8,
+            rules: 16,
+            min_hops: 2,
+            max_hops: 5,
+            derived_train_fraction: 0.5,
         }
     }
+}
+
+impl RuleGraphConfig {
+    /// Tokens of a fact's prompt, `BOS head relation`; the next token is the answer.
+    pub const PROMPT_LEN: usize = 3;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,29 +309,51 @@ pub struct ProbesConfig {
     #[serde(default)]
     pub log_spaced: bool,
     /// Samples drawn for each probe set and level (a set may override it).
-    #[serde(default = "defaults::samples")]
+    #[serde(default = "ProbesConfig::default_samples")]
     pub samples: usize,
     /// Site kinds to measure in every block (`resid_post`, `mlp.post`, `attn.out`) and after the
     /// final norm (`final.norm`).
-    #[serde(default = "defaults::sites")]
+    #[serde(default = "ProbesConfig::default_sites")]
     pub sites: Vec<SiteKind>,
-    #[serde(default = "defaults::positions")]
+    #[serde(default = "ProbesConfig::default_positions")]
     pub positions: Vec<Position>,
     /// Metric names, parameters after `@` (`near_zero@1e-3`).
-    #[serde(default = "defaults::metrics")]
+    #[serde(default = "ProbesConfig::default_metrics")]
     pub metrics: Vec<MetricSpec>,
     /// Quantiles of each metric over a probe set's vectors (numpy's linear interpolation), written
     /// to the `quantiles/` table; an empty list turns them off.
-    #[serde(default = "defaults::quantiles")]
+    #[serde(default = "ProbesConfig::default_quantiles")]
     pub quantiles: Vec<f64>,
     /// Also write every vector's per-vector metrics to the `samples/` table (for AUROC and
     /// bootstrap intervals); reads back rows x metrics floats per site, position and probe set.
     #[serde(default)]
     pub per_sample: bool,
     /// Probe tokens per forward pass (samples x tokens); bounds device memory during evaluation.
-    #[serde(default = "defaults::probe_batch")]
+    #[serde(default = "ProbesConfig::default_batch_size")]
     pub batch_size: usize,
     pub sets: Vec<ProbeSetConfig>,
+}
+
+impl ProbesConfig {
+    fn default_samples() -> usize {
+        512
+    }
+    fn default_sites() -> Vec<SiteKind> {
+        use SiteKind::*;
+        vec![ResidPost, MlpPost, AttnOut, FinalNorm]
+    }
+    fn default_positions() -> Vec<Position> {
+        vec![Position::Last, Position::All]
+    }
+    fn default_metrics() -> Vec<MetricSpec> {
+        crate::metrics::DEFAULT_METRICS.to_vec()
+    }
+    fn default_quantiles() -> Vec<f64> {
+        vec![0.05, 0.25, 0.5, 0.75, 0.95]
+    }
+    fn default_batch_size() -> usize {
+        4096
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -342,54 +370,6 @@ pub struct ProbeSetConfig {
     /// Overrides `probes.samples` for this set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<usize>,
-}
-
-mod defaults {
-    use crate::metrics::{MetricSpec, Position, SiteKind};
-
-    pub fn seed() -> u64 {
-        1
-    }
-    pub fn entities() -> usize {
-        200
-    }
-    pub fn relations() -> usize {
-        8
-    }
-    pub fn rules() -> usize {
-        16
-    }
-    pub fn min_hops() -> usize {
-        2
-    }
-    pub fn max_hops() -> usize {
-        5
-    }
-    pub fn derived_train_fraction() -> f64 {
-        0.5
-    }
-    pub fn held_out() -> f64 {
-        0.1
-    }
-    pub fn samples() -> usize {
-        512
-    }
-    pub fn probe_batch() -> usize {
-        4096
-    }
-    pub fn sites() -> Vec<SiteKind> {
-        use SiteKind::*;
-        vec![ResidPost, MlpPost, AttnOut, FinalNorm]
-    }
-    pub fn quantiles() -> Vec<f64> {
-        vec![0.05, 0.25, 0.5, 0.75, 0.95]
-    }
-    pub fn positions() -> Vec<Position> {
-        vec![Position::Last, Position::All]
-    }
-    pub fn metrics() -> Vec<MetricSpec> {
-        crate::metrics::DEFAULT_METRICS.to_vec()
-    }
 }
 
 /// What every evaluation measures: the `probes` lists (parsed at load, names checked there).
