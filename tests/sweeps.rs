@@ -96,6 +96,24 @@ fn wait_for(out: &Path, what: &str, ready: impl Fn(&Path) -> bool) -> PathBuf {
     }
 }
 
+/// `densitrace sweep FILE --out OUT --jobs N` in the background, in a process group of its own
+/// (its cells join it), so a test can signal the sweep alone or the whole group.
+fn spawn_sweep(file: &Path, out: &Path, jobs: usize) -> std::process::Child {
+    bin()
+        .args([
+            "sweep",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--jobs", &jobs.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
 /// A complete 4-cell sweep under `tmp/name`, run locally two cells at a time.
 fn local_sweep(tmp: &Path, name: &str) -> PathBuf {
     let file = write_sweep(tmp, SWEEP);
@@ -169,20 +187,7 @@ fn a_killed_sweep_resumes_every_cell_to_the_same_tables() {
     // are done and others running.
     let file = write_sweep(tmp.path(), SWEEP);
     let out = tmp.path().join("killed");
-    let mut child = bin()
-        .args([
-            "sweep",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--jobs",
-            "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_sweep(&file, &out, 1);
     // Kill once the second cell or a later one is running, after its first checkpoint.
     let dir = wait_for(&out, "a later cell's checkpoint", |dir| {
         let Ok(text) = std::fs::read(dir.join("sweep.json")) else {
@@ -293,20 +298,7 @@ fn stop_with(signal: i32, group: bool) {
         &SWEEP.replace("train.steps: 40", "train.steps: 1000000"),
     );
     let out = tmp.path().join("out");
-    let child = bin()
-        .args([
-            "sweep",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--jobs",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let child = spawn_sweep(&file, &out, 2);
     let dir = wait_for(&out, "checkpoints of the first two cells", |dir| {
         CELLS[..2]
             .iter()
