@@ -104,7 +104,7 @@ impl Probing<'_> {
                 Reduction::Kernels => reads.decode_kernels(&mut next, m),
                 Reduction::Reference => reads.reduce_reference(next(), m),
             };
-            self.push_rows(&mut eval, m, reduced);
+            self.push_rows(&mut eval, m, &reads.cols, reduced);
         }
         for probe in self.sets {
             self.push_answer_rows(&mut eval, probe, next());
@@ -161,7 +161,7 @@ impl Probing<'_> {
 
     /// The density, quantile and (with `per_sample`) sample rows of one measured tensor, in the
     /// config's metric order.
-    fn push_rows(&self, eval: &mut Evaluation, m: &Measured, mut reduced: Reduced) {
+    fn push_rows(&self, eval: &mut Evaluation, m: &Measured, cols: &Columns, mut reduced: Reduced) {
         let probe = &self.sets[m.probe];
         let key = |metric: &MetricSpec| RowKey {
             probe: probe.name.clone(),
@@ -174,7 +174,6 @@ impl Probing<'_> {
         };
         let plan = self.plan;
         if plan.per_sample {
-            let cols = Columns::for_metrics(&plan.metrics);
             for metric in plan.metrics.iter().filter(|m| m.is_per_vector()) {
                 let (key, c) = (key(metric), cols.column(metric));
                 for (vector, values) in reduced.per_row.iter().enumerate() {

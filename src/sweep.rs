@@ -277,6 +277,9 @@ fn plan(file: &Path, cli_set: &[String]) -> Result<Plan, InputError> {
     let base = file.parent().unwrap_or(Path::new(".")).join(&sweep.config);
     let base = fs::canonicalize(&base)
         .map_err(|e| bad_file(file, format!("config: {}: {e}", base.display())))?;
+    let base_text =
+        fs::read_to_string(&base).map_err(|e| bad_file(&base, format!("cannot read: {e}")))?;
+    let origin = base.display().to_string();
     let mut set: Vec<String> = sweep.set.0.iter().map(|(k, v)| override_of(k, v)).collect();
     set.extend(cli_set.iter().cloned());
 
@@ -289,7 +292,7 @@ fn plan(file: &Path, cli_set: &[String]) -> Result<Plan, InputError> {
         let name = cell_name(index, width, values);
         let overrides: Vec<String> = values.iter().map(|(k, v)| override_of(k, v)).collect();
         let all: Vec<String> = set.iter().chain(&overrides).cloned().collect();
-        let mut config = Config::load(&base, &all).map_err(|e| {
+        let mut config = Config::from_yaml(&base_text, &origin, &all).map_err(|e| {
             bad_file(
                 file,
                 format!("cell {name} (grid {}): {e}", overrides.join(" ")),
@@ -510,20 +513,13 @@ impl SweepOutcome {
 pub fn create(file: &Path, cli_set: &[String], out: &Path) -> Result<SweepDir> {
     let mut plan = plan(file, cli_set)?;
     let parent = out.join(&plan.record.name);
-    fs::create_dir_all(&parent)
-        .map_err(|e| InputError::Other(format!("cannot create {}: {e}", parent.display())))?;
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-    let mut root = parent.join(&stamp);
-    for n in 1.. {
-        match fs::create_dir(&root) {
-            Ok(()) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                root = parent.join(format!("{stamp}-{n}"));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    plan.record.sweep_id = root.file_name().unwrap().to_string_lossy().into_owned();
+    let (root, sweep_id) = rundir::create_new_dir(&parent, &rundir::utc_stamp()).map_err(|e| {
+        InputError::Other(format!(
+            "cannot create a sweep under {}: {e}",
+            parent.display()
+        ))
+    })?;
+    plan.record.sweep_id = sweep_id;
     let dir = SweepDir { root };
     write_atomic(&dir.root.join(SWEEP_YAML), plan.file_text.as_bytes())?;
     for (cell, config) in plan.record.cells.iter().zip(&plan.configs) {

@@ -114,6 +114,20 @@ fn spawn_sweep(file: &Path, out: &Path, jobs: usize) -> std::process::Child {
         .unwrap()
 }
 
+/// The sweep `file` created under `out/grid` (every cell's config validated) and not run:
+/// `--slurm --dry-run` writes the array script without submitting it.
+fn create_without_running(file: &Path, out: &Path) -> PathBuf {
+    expect_success(&[
+        "sweep",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--slurm",
+        "--dry-run",
+    ]);
+    sweep_dir(out)
+}
+
 /// A complete 4-cell sweep under `tmp/name`, run locally two cells at a time.
 fn local_sweep(tmp: &Path, name: &str) -> PathBuf {
     let file = write_sweep(tmp, SWEEP);
@@ -261,16 +275,7 @@ fn failed_cells_are_recorded_and_rerun_by_resume() {
         .replace("seq_len: 4", "seq_len: 8");
     std::fs::write(tmp.path().join("base.yaml"), base).unwrap();
     let out = tmp.path().join("out");
-    // --slurm --dry-run creates the sweep (every cell's config validated) without running it.
-    expect_success(&[
-        "sweep",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--slurm",
-        "--dry-run",
-    ]);
-    let dir = sweep_dir(&out);
+    let dir = create_without_running(&file, &out);
     assert_eq!(states(&dir), ["pending"; 4]);
 
     // The corpus disappears: every cell fails (its run exits 2), the sweep exits 1.
@@ -386,15 +391,7 @@ fn bad_sweeps_exit_2_naming_file_and_key_and_create_nothing() {
     );
     let file = write_sweep(tmp.path(), SWEEP);
     let out = tmp.path().join("dry");
-    expect_success(&[
-        "sweep",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--slurm",
-        "--dry-run",
-    ]);
-    let dir = sweep_dir(&out);
+    let dir = create_without_running(&file, &out);
     let (code, stderr) = run_cli(&["sweep", "--cell", "4", dir.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(

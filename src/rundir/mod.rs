@@ -206,26 +206,8 @@ impl RunDir {
     /// Creates `<out>/<name>/<run_id>/`, where `run_id` is the UTC start time and the seed, with a
     /// suffix if a run with that id already exists.
     pub fn create(out: &Path, name: &str, seed: u64) -> Result<RunDir, std::io::Error> {
-        let parent = out.join(name);
-        fs::create_dir_all(&parent)?;
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-        for attempt in 0.. {
-            let run_id = match attempt {
-                0 => format!("{stamp}-s{seed}"),
-                n => format!("{stamp}-s{seed}-{n}"),
-            };
-            match fs::create_dir(parent.join(&run_id)) {
-                Ok(()) => {
-                    return Ok(RunDir {
-                        root: parent.join(&run_id),
-                        run_id,
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        unreachable!()
+        let (root, run_id) = create_new_dir(&out.join(name), &format!("{}-s{seed}", utc_stamp()))?;
+        Ok(RunDir { root, run_id })
     }
 
     /// Creates exactly `path` (its parent if need be), which must not exist: a sweep names its
@@ -236,7 +218,7 @@ impl RunDir {
             fs::create_dir_all(parent)?;
         }
         fs::create_dir(path)?;
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        let stamp = utc_stamp();
         let name = path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -383,6 +365,29 @@ impl RunDir {
         }
         Ok(())
     }
+}
+
+/// Now in UTC as `20261125T074740Z`: how run and sweep directories begin their names.
+pub fn utc_stamp() -> String {
+    chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// Creates `parent/base` (its parent if need be), or `base-1`, `base-2`, ... when a directory of
+/// that name exists already; returns its path and name.
+pub fn create_new_dir(parent: &Path, base: &str) -> Result<(PathBuf, String), std::io::Error> {
+    fs::create_dir_all(parent)?;
+    for attempt in 0.. {
+        let name = match attempt {
+            0 => base.to_string(),
+            n => format!("{base}-{n}"),
+        };
+        match fs::create_dir(parent.join(&name)) {
+            Ok(()) => return Ok((parent.join(&name), name)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns once a name is free")
 }
 
 /// A run to continue (`run --resume`): its directory, locked, the config it started with and its
