@@ -66,11 +66,11 @@ pub fn dump(request: &DumpRequest) -> Result<[usize; 2]> {
     ];
     let (_, _, sites) = forward(&model, probe, config.probes.batch_size, &device);
     let named = named_sites(sites, &all_sites, config.model.layers);
-    let known: Vec<String> = named.iter().map(|(_, name, _)| name.clone()).collect();
+    let known: Vec<String> = named.iter().map(|site| site.name.clone()).collect();
     let acts = named
         .into_iter()
-        .find(|(_, name, _)| name == request.site)
-        .map(|(_, _, acts)| acts)
+        .find(|site| site.name == request.site)
+        .map(|site| site.acts)
         .ok_or_else(|| {
             InputError::Other(format!(
                 "--site {}: no such site; known: {}",

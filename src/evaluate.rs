@@ -27,7 +27,7 @@ use crate::sink::{DensityRow, QuantileRow, RowKey, SampleRow};
 pub struct Evaluation {
     pub rows: Vec<DensityRow>,
     pub quantile_rows: Vec<QuantileRow>,
-    /// Empty unless `probes.per_sample`.
+    /// Only for the sites and positions `probes.per_sample` selects.
     pub sample_rows: Vec<SampleRow>,
     pub readback_bytes: u64,
 }
@@ -143,14 +143,15 @@ impl Probing<'_> {
             let (logits, losses, sites) = forward(model, probe, self.batch_tokens, self.device);
             let scores = option_scores(model, probe, &logits, self.batch_tokens, self.device);
             answers.push(answer_stats(logits, losses, scores, probe, self.device));
-            for (layer, site, acts) in named_sites(sites, &self.plan.sites, self.layers) {
+            for site in named_sites(sites, &self.plan.sites, self.layers) {
                 for &position in &self.plan.positions {
-                    let vectors = vectors_at(&acts, position, probe.last_index());
+                    let vectors = vectors_at(&site.acts, position, probe.last_index());
                     measured.push(Measured {
                         probe: p,
-                        layer,
-                        site: site.clone(),
+                        layer: site.layer,
+                        site: site.name.clone(),
                         position,
+                        per_sample: self.plan.per_sample.covers(site.kind, position),
                         vectors,
                     });
                 }
@@ -173,7 +174,7 @@ impl Probing<'_> {
             metric: metric.to_string(),
         };
         let plan = self.plan;
-        if plan.per_sample {
+        if m.per_sample {
             for metric in plan.metrics.iter().filter(|m| m.is_per_vector()) {
                 let (key, c) = (key(metric), cols.column(metric));
                 for (vector, values) in reduced.per_row.iter().enumerate() {
@@ -236,6 +237,8 @@ struct Measured {
     layer: i32,
     site: String,
     position: Position,
+    /// Whether its per-vector table goes to `samples/`.
+    per_sample: bool,
     /// `[vectors, width]`.
     vectors: Tensor<2>,
 }
@@ -255,7 +258,7 @@ struct MetricResult {
 struct Reduced {
     metrics: Vec<MetricResult>,
     /// The per-vector table (`[vectors][columns]`), when it was read back: always from the
-    /// reference, from the kernels only with `per_sample`.
+    /// reference, from the kernels only for tensors that write samples.
     per_row: Vec<Vec<f64>>,
 }
 
@@ -310,7 +313,7 @@ impl<'a> Reads<'a> {
     }
 
     /// Registers the kernels' read-backs of `m`, in the order `decode_kernels` takes them:
-    /// quantiles (if any), the per-vector table (with `per_sample`), the summary, then each
+    /// quantiles (if any), the per-vector table (if `m` writes samples), the summary, then each
     /// across-vector read.
     fn register_kernels(&self, mut transaction: Transaction, m: &Measured) -> Transaction {
         let table = kernels::row_metrics(m.vectors.clone(), &self.cols);
@@ -318,7 +321,7 @@ impl<'a> Reads<'a> {
             transaction =
                 transaction.register(kernels::column_quantiles(table.clone(), &self.quantiles));
         }
-        if self.plan.per_sample {
+        if m.per_sample {
             transaction = transaction.register(table.clone());
         }
         transaction = transaction.register(kernels::aggregate(table.clone()));
@@ -344,7 +347,7 @@ impl<'a> Reads<'a> {
             next().into_iter().map(f64::from).collect()
         };
         let mut per_row = Vec::new();
-        if self.plan.per_sample {
+        if m.per_sample {
             let table: Vec<f64> = next().into_iter().map(f64::from).collect();
             per_row = table
                 .chunks(self.cols.count())
@@ -490,12 +493,19 @@ pub fn forward(
     (Tensor::cat(logits, 0), Tensor::cat(losses, 0), sites)
 }
 
+/// One measured site of a forward pass.
+pub struct NamedSite {
+    /// The block index, or the number of blocks for `final.norm`.
+    pub layer: i32,
+    pub kind: SiteKind,
+    /// `blocks.{i}.{kind}` or `final.norm`.
+    pub name: String,
+    /// `[samples, tokens, width]`.
+    pub acts: Tensor<3>,
+}
+
 /// The configured sites with their layer index and full name, in a stable order.
-pub fn named_sites(
-    sites: Sites,
-    kinds: &[SiteKind],
-    layers: usize,
-) -> Vec<(i32, String, Tensor<3>)> {
+pub fn named_sites(sites: Sites, kinds: &[SiteKind], layers: usize) -> Vec<NamedSite> {
     let mut out = Vec::new();
     for layer in 0..layers {
         for &kind in kinds {
@@ -505,22 +515,23 @@ pub fn named_sites(
                 SiteKind::AttnOut => &sites.attn_out[layer],
                 SiteKind::FinalNorm => continue,
             };
-            out.push((
-                layer as i32,
-                format!("blocks.{layer}.{}", kind.suffix()),
-                acts.clone(),
-            ));
+            out.push(NamedSite {
+                layer: layer as i32,
+                kind,
+                name: format!("blocks.{layer}.{}", kind.suffix()),
+                acts: acts.clone(),
+            });
         }
     }
     if kinds.contains(&SiteKind::FinalNorm) {
-        let acts = sites
-            .final_norm
-            .expect("the forward pass records final.norm");
-        out.push((
-            layers as i32,
-            SiteKind::FinalNorm.suffix().to_string(),
-            acts,
-        ));
+        out.push(NamedSite {
+            layer: layers as i32,
+            kind: SiteKind::FinalNorm,
+            name: SiteKind::FinalNorm.suffix().to_string(),
+            acts: sites
+                .final_norm
+                .expect("the forward pass records final.norm"),
+        });
     }
     out
 }

@@ -324,10 +324,12 @@ pub struct ProbesConfig {
     /// to the `quantiles/` table; an empty list turns them off.
     #[serde(default = "ProbesConfig::default_quantiles")]
     pub quantiles: Vec<f64>,
-    /// Also write every vector's per-vector metrics to the `samples/` table (for AUROC and
-    /// bootstrap intervals); reads back rows x metrics floats per site, position and probe set.
+    /// Which sites and positions also write every vector's per-vector metrics to the `samples/`
+    /// table (what `report` needs for AUROC and a single run's intervals): `true` (all), `false`
+    /// (none) or `{sites: [...], positions: [...]}`. Each selected site reads back vectors x
+    /// metrics floats per probe set.
     #[serde(default)]
-    pub per_sample: bool,
+    pub per_sample: PerSample,
     /// Probe tokens per forward pass (samples x tokens); bounds device memory during evaluation.
     #[serde(default = "ProbesConfig::default_batch_size")]
     pub batch_size: usize,
@@ -372,6 +374,93 @@ pub struct ProbeSetConfig {
     pub samples: Option<usize>,
 }
 
+/// Which measured tensors write their per-vector table to `samples/`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PerSample {
+    /// `false`: none.
+    Off,
+    /// `true`: every site and position.
+    Every,
+    /// Only these site kinds at these positions.
+    Only {
+        sites: Vec<SiteKind>,
+        positions: Vec<Position>,
+    },
+}
+
+/// The default: the report's default site and position, `final.norm` at the last token, so
+/// every run can be scored as an OOD detector and bootstrapped over its samples.
+impl Default for PerSample {
+    fn default() -> Self {
+        PerSample::Only {
+            sites: vec![SiteKind::FinalNorm],
+            positions: vec![Position::Last],
+        }
+    }
+}
+
+impl PerSample {
+    /// Whether the tensor of `site` at `position` writes its samples.
+    pub fn covers(&self, site: SiteKind, position: Position) -> bool {
+        match self {
+            PerSample::Off => false,
+            PerSample::Every => true,
+            PerSample::Only { sites, positions } => {
+                sites.contains(&site) && positions.contains(&position)
+            }
+        }
+    }
+}
+
+/// `per_sample`'s map form.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PerSampleOnly {
+    sites: Vec<SiteKind>,
+    positions: Vec<Position>,
+}
+
+impl Serialize for PerSample {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PerSample::Off => s.serialize_bool(false),
+            PerSample::Every => s.serialize_bool(true),
+            PerSample::Only { sites, positions } => PerSampleOnly {
+                sites: sites.clone(),
+                positions: positions.clone(),
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PerSample {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PerSample;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or {sites: [...], positions: [...]}")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<PerSample, E> {
+                Ok(if v { PerSample::Every } else { PerSample::Off })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<PerSample, A::Error> {
+                let only =
+                    PerSampleOnly::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(PerSample::Only {
+                    sites: only.sites,
+                    positions: only.positions,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// What every evaluation measures: the `probes` lists (parsed at load, names checked there).
 #[derive(Debug, Clone)]
 pub struct ProbePlan {
@@ -379,7 +468,7 @@ pub struct ProbePlan {
     pub positions: Vec<Position>,
     pub metrics: Vec<MetricSpec>,
     pub quantiles: Vec<f64>,
-    pub per_sample: bool,
+    pub per_sample: PerSample,
 }
 
 impl Config {
@@ -478,7 +567,7 @@ impl Config {
             positions: self.probes.positions.clone(),
             metrics: self.probes.metrics.clone(),
             quantiles: self.probes.quantiles.clone(),
-            per_sample: self.probes.per_sample,
+            per_sample: self.probes.per_sample.clone(),
         }
     }
 }
