@@ -2,8 +2,8 @@
 //! activations are on in-distribution versus distribution-shifted probes.
 //!
 //! Data flows one way: `config` -> `data` -> `model` -> `evaluate` (probes) -> `kernels` ->
-//! `sink` (tables) in `rundir` (the run directory's layout); `train` drives the loop and `run`
-//! ties one run together.
+//! `sink` (tables) in `rundir` (the run directory's layout) -> `report`; `train` drives the loop,
+//! `run` ties one run together and `sweep` runs many.
 
 pub mod config;
 pub mod data;
@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod probe;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod rundir;
 pub mod seed;

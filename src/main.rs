@@ -9,7 +9,7 @@ use densitrace::config::Config;
 use densitrace::data::{Dataset, probes};
 use densitrace::error::InputError;
 use densitrace::run::{Destination, Finish, RunOutcome};
-use densitrace::{device, dump, progress, run, summary, sweep};
+use densitrace::{device, dump, progress, report, run, summary, sweep};
 
 #[derive(Parser)]
 #[command(
@@ -118,6 +118,36 @@ enum Command {
         /// of steps such as 500,1000.
         #[arg(long, default_value = "final")]
         steps: String,
+    },
+    /// Aggregate a run or a sweep into intervals, gaps, OOD-detection scores and trends, with
+    /// figures and an index.html; computed from the tables already written (no model is run).
+    ///
+    /// Exit codes: 0 written (outputs it could not make are listed), 2 bad input (nothing written).
+    Report {
+        /// A run directory or a sweep directory.
+        dir: PathBuf,
+        /// Where to write the report (default: DIR/report; an existing report there is replaced).
+        #[arg(short = 'o', long = "output", value_name = "REPORT_DIR")]
+        output: Option<PathBuf>,
+        /// The metric the figures and headline show (default: the runs' summary metric,
+        /// topk_energy@0.05 if measured, else hoyer). The tables cover every metric.
+        #[arg(long)]
+        metric: Option<String>,
+        /// The site the figures and headline show.
+        #[arg(long, default_value = "final.norm")]
+        site: String,
+        /// The position the figures and headline show: last or all.
+        #[arg(long, default_value = "last")]
+        position: String,
+        /// Draw steps on a log scale (for log-spaced, Pythia-style schedules).
+        #[arg(long)]
+        log_x: bool,
+        /// Bootstrap resamples per interval.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(100..))]
+        resamples: u32,
+        /// The bootstrap's seed: the same seed gives the same intervals.
+        #[arg(long, default_value_t = 0)]
+        bootstrap_seed: u64,
     },
     /// List every wgpu adapter with its backend and type.
     Devices,
@@ -299,6 +329,42 @@ fn main() -> ExitCode {
                     o.dir.display()
                 );
             }),
+        Command::Report {
+            dir,
+            output,
+            metric,
+            site,
+            position,
+            log_x,
+            resamples,
+            bootstrap_seed,
+        } => {
+            let command_line: Vec<String> = std::env::args().collect();
+            report::report(&report::ReportRequest {
+                dir: &dir,
+                out: output.as_deref(),
+                metric: metric.as_deref(),
+                site: &site,
+                position: &position,
+                log_x,
+                bootstrap: report::stats::Bootstrap {
+                    resamples: resamples as usize,
+                    seed: bootstrap_seed,
+                },
+                command_line: command_line.join(" "),
+            })
+            .map(|o| {
+                print!("{}", o.headline);
+                for m in &o.missing {
+                    println!("not made: {m}");
+                }
+                println!(
+                    "report: {} ({} files; open index.html)",
+                    o.dir.display(),
+                    o.files.len()
+                );
+            })
+        }
         Command::Devices => {
             let adapters = device::list_adapters();
             if adapters.is_empty() {

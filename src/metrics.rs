@@ -106,6 +106,19 @@ impl MetricSpec {
             .unwrap_or(measured[0])
     }
 
+    /// Whether a sparser vector (or probe set) has a higher value: the README's "sparser means"
+    /// column. `None` for what does not measure sparsity: scale (`l1`, `l2`), tails
+    /// (`kurtosis`), health (`nonfinite`) and `rankme` (diversity across vectors).
+    pub fn sparser_when_higher(&self) -> Option<bool> {
+        use MetricSpec::*;
+        match self {
+            TopkEnergy(_) | Gini | MaxOverMedian | Hoyer | NearZero(_) | NearZeroRel(_)
+            | DeadFraction(_) => Some(true),
+            EffRank | EffRankL1 | ParticipationRatio | L0MeanStd | ActiveFraction(_) => Some(false),
+            L1 | L2 | Kurtosis | Nonfinite | Rankme => None,
+        }
+    }
+
     /// True for metrics of one vector; false for those taken across a probe set's vectors.
     pub fn is_per_vector(&self) -> bool {
         !matches!(

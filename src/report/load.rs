@@ -1,0 +1,299 @@
+//! What a report reads: the runs of a run or sweep directory, grouped into cells (a sweep's cell
+//! without its seed), and each run's density, samples and train tables.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::config::Config;
+use crate::error::InputError;
+use crate::rundir::{CONFIG, MANIFEST, Manifest, Table};
+use crate::sweep::{CellState, SWEEP_JSON, SweepDir};
+
+/// A shift level, ordered (levels are finite; `total_cmp` orders them as numbers).
+#[derive(Debug, Clone, Copy)]
+pub struct Level(pub f64);
+
+impl PartialEq for Level {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.total_cmp(&other.0) == Ordering::Equal
+    }
+}
+impl Eq for Level {}
+impl PartialOrd for Level {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Level {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+impl std::hash::Hash for Level {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
+}
+
+/// Where a measurement was taken: the density table's key columns but the step.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Where {
+    pub site: String,
+    pub position: String,
+    pub metric: String,
+    pub layer: i32,
+}
+
+/// Which probe set: its name, family and level.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Set {
+    pub probe: String,
+    pub level: Level,
+    pub family: String,
+}
+
+/// One row's key in every table the report reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub at: Where,
+    pub step: i64,
+    pub set: Set,
+}
+
+/// One run's tables.
+pub struct RunTables {
+    /// The density table's `value` per key.
+    pub density: BTreeMap<Key, f64>,
+    /// The samples table's finite values per key (in vector order); empty without `samples/`.
+    pub samples: HashMap<Key, Vec<f64>>,
+    /// `(step, loss)` from the train table, by step.
+    pub train: Vec<(i64, f64)>,
+}
+
+/// One run that takes part in a report.
+pub struct Unit {
+    /// The sweep cell's overrides without its seed (`model.activation=silu`), or `base` when only
+    /// the seed varies or the directory is one run.
+    pub cell: String,
+    pub seed: u64,
+    pub run_id: String,
+    pub dir: PathBuf,
+    pub config: Config,
+    pub tables: RunTables,
+}
+
+/// What the report's directory argument holds.
+pub struct Source {
+    /// `run` or `sweep`.
+    pub kind: &'static str,
+    pub name: String,
+    pub units: Vec<Unit>,
+    /// Runs left out, each with why (a sweep's cells that did not complete).
+    pub skipped: Vec<String>,
+}
+
+/// The cell name of a run with no overrides besides its seed.
+pub const BASE_CELL: &str = "base";
+
+/// Reads `dir` as a run or a sweep; anything else is bad input (exit 2).
+pub fn read(dir: &Path) -> Result<Source> {
+    if dir.join(SWEEP_JSON).is_file() {
+        let (sweep, record) = SweepDir::open_to_read(dir)?;
+        let mut units = Vec::new();
+        let mut skipped = Vec::new();
+        for cell in &record.cells {
+            if cell.state != CellState::Done {
+                skipped.push(format!("{}: {:?}, not completed", cell.name, cell.state));
+                continue;
+            }
+            let label: Vec<&str> = cell
+                .overrides
+                .iter()
+                .map(String::as_str)
+                .filter(|o| !o.starts_with("seed="))
+                .collect();
+            let label = if label.is_empty() {
+                BASE_CELL.to_string()
+            } else {
+                label.join(",")
+            };
+            units.push(read_run(&sweep.root.join(&cell.dir), label)?);
+        }
+        Ok(Source {
+            kind: "sweep",
+            name: record.name,
+            units,
+            skipped,
+        })
+    } else if dir.join(MANIFEST).is_file() && dir.join(CONFIG).is_file() {
+        let unit = read_run(dir, BASE_CELL.to_string())?;
+        Ok(Source {
+            kind: "run",
+            name: unit.config.name.clone(),
+            units: vec![unit],
+            skipped: Vec::new(),
+        })
+    } else {
+        Err(InputError::File {
+            file: dir.display().to_string(),
+            message: format!(
+                "neither a run directory (no {MANIFEST} and {CONFIG}) nor a sweep directory \
+                 (no {SWEEP_JSON})"
+            ),
+        }
+        .into())
+    }
+}
+
+fn read_run(dir: &Path, cell: String) -> Result<Unit> {
+    let manifest_path = dir.join(MANIFEST);
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| InputError::File {
+        file: manifest_path.display().to_string(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| InputError::File {
+        file: manifest_path.display().to_string(),
+        message: format!("not a densitrace manifest: {e}"),
+    })?;
+    let config = Config::load(&dir.join(CONFIG), &[])?;
+    let tables = RunTables {
+        density: read_density(dir)?,
+        samples: read_samples(dir)?,
+        train: read_train(dir)?,
+    };
+    if tables.density.is_empty() {
+        return Err(InputError::File {
+            file: dir.display().to_string(),
+            message: "the run has no density table yet".into(),
+        }
+        .into());
+    }
+    Ok(Unit {
+        cell,
+        seed: manifest.seed,
+        run_id: manifest.run_id,
+        dir: dir.to_path_buf(),
+        config,
+        tables,
+    })
+}
+
+/// Every batch of every part file of `table` in `dir`, in step order.
+fn batches(dir: &Path, table: Table) -> Result<Vec<RecordBatch>> {
+    let pattern = dir.join(table.folder()).join("step-*").join("*.parquet");
+    let mut paths: Vec<PathBuf> =
+        glob::glob(&pattern.display().to_string())?.collect::<Result<_, _>>()?;
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        let file = File::open(&path)?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
+        for batch in reader {
+            out.push(batch.with_context(|| format!("{}", path.display()))?);
+        }
+    }
+    Ok(out)
+}
+
+/// The key columns of one batch, row by row.
+struct KeyColumns<'a> {
+    batch: &'a RecordBatch,
+}
+
+impl KeyColumns<'_> {
+    fn strings(&self, name: &str) -> Result<&arrow::array::StringArray> {
+        self.column(name)?
+            .as_string_opt::<i32>()
+            .with_context(|| format!("column {name} is not a string"))
+    }
+    fn column(&self, name: &str) -> Result<&dyn Array> {
+        self.batch
+            .column_by_name(name)
+            .map(|c| c.as_ref())
+            .with_context(|| format!("no column {name}"))
+    }
+    fn keys(&self) -> Result<Vec<Key>> {
+        let step = self.column("step")?.as_primitive::<Int64Type>();
+        let probe = self.strings("probe")?;
+        let family = self.strings("shift_family")?;
+        let level = self.column("shift_level")?.as_primitive::<Float64Type>();
+        let layer = self.column("layer")?.as_primitive::<Int32Type>();
+        let site = self.strings("site")?;
+        let position = self.strings("position")?;
+        let metric = self.strings("metric")?;
+        Ok((0..self.batch.num_rows())
+            .map(|i| Key {
+                at: Where {
+                    site: site.value(i).to_string(),
+                    position: position.value(i).to_string(),
+                    metric: metric.value(i).to_string(),
+                    layer: layer.value(i),
+                },
+                step: step.value(i),
+                set: Set {
+                    probe: probe.value(i).to_string(),
+                    level: Level(level.value(i)),
+                    family: family.value(i).to_string(),
+                },
+            })
+            .collect())
+    }
+    fn values(&self) -> Result<Vec<f64>> {
+        Ok(self
+            .column("value")?
+            .as_primitive::<Float64Type>()
+            .values()
+            .to_vec())
+    }
+}
+
+fn read_density(dir: &Path) -> Result<BTreeMap<Key, f64>> {
+    let mut out = BTreeMap::new();
+    for batch in batches(dir, Table::Density)? {
+        let cols = KeyColumns { batch: &batch };
+        out.extend(cols.keys()?.into_iter().zip(cols.values()?));
+    }
+    Ok(out)
+}
+
+fn read_samples(dir: &Path) -> Result<HashMap<Key, Vec<f64>>> {
+    let mut out: HashMap<Key, Vec<f64>> = HashMap::new();
+    for batch in batches(dir, Table::Samples)? {
+        let cols = KeyColumns { batch: &batch };
+        let (keys, values) = (cols.keys()?, cols.values()?);
+        // Rows come grouped by key: look each key up once.
+        let mut i = 0;
+        while i < keys.len() {
+            let mut j = i;
+            while j < keys.len() && keys[j] == keys[i] {
+                j += 1;
+            }
+            out.entry(keys[i].clone())
+                .or_default()
+                .extend(values[i..j].iter().filter(|v| v.is_finite()));
+            i = j;
+        }
+    }
+    Ok(out)
+}
+
+fn read_train(dir: &Path) -> Result<Vec<(i64, f64)>> {
+    let mut out = Vec::new();
+    for batch in batches(dir, Table::Train)? {
+        let cols = KeyColumns { batch: &batch };
+        let step = cols.column("step")?.as_primitive::<Int64Type>();
+        let loss = cols.column("loss")?.as_primitive::<Float64Type>();
+        out.extend((0..batch.num_rows()).map(|i| (step.value(i), loss.value(i))));
+    }
+    out.sort_by_key(|&(step, _)| step);
+    Ok(out)
+}
