@@ -1,5 +1,5 @@
 //! Every config shipped in experiments/, shortened, through every command a user runs on it:
-//! check, run, SIGKILL mid-run, --resume, dump and probe. Only the schedule (and gpu-medium's
+//! check, run, SIGKILL mid-run, --resume, dump, probe and report. Only the schedule (and gpu-medium's
 //! width) is shortened; data and probe sets are the shipped ones, so a value that only the
 //! shipped probe sets produce (issue 9: a float that did not read back exactly) fails here.
 
@@ -173,6 +173,11 @@ fn round_trip(name: &str) {
         !table(&run.join("probes/fresh"), "density").is_empty(),
         "{file}: probe tables"
     );
+
+    let stdout = ok(&densitrace(&["report", run_arg]), &format!("{file}: report"));
+    for made in ["summary.parquet", "gap.parquet", "ood.parquet", "index.html"] {
+        assert!(run.join("report").join(made).is_file(), "{file}: report made no {made}: {stdout}");
+    }
 }
 
 #[test]

@@ -470,7 +470,8 @@ fn a_sweep_on_slurm_gives_the_same_tables_as_run_locally() {
     }
 }
 
-/// The shipped sweep files: every cell resolves and validates, and a cell runs (shortened).
+/// The shipped sweep files: every cell resolves and validates, a cell runs (shortened), and the
+/// report reads what ran.
 #[test]
 fn shipped_sweeps_resolve_and_their_cells_run() {
     let tmp = tempfile::tempdir().unwrap();
@@ -521,5 +522,9 @@ fn shipped_sweeps_resolve_and_their_cells_run() {
                 file.display()
             );
         }
+        // The report of the cells that ran; the others are listed as left out.
+        expect_success(&["report", dir.to_str().unwrap()]);
+        let html = std::fs::read_to_string(dir.join("report/index.html")).unwrap();
+        assert!(html.contains("Left out"), "{}", file.display());
     }
 }
