@@ -5,6 +5,7 @@
 //! `sink` (tables) in `rundir` (the run directory's layout) -> `report`; `train` drives the loop,
 //! `run` ties one run together and `sweep` runs many.
 
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod device;

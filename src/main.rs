@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
-use densitrace::config::Config;
+use densitrace::config::{Config, DeviceChoice};
 use densitrace::data::{Dataset, probes};
 use densitrace::error::InputError;
 use densitrace::run::{Destination, Finish, RunOutcome};
-use densitrace::{device, dump, progress, report, run, summary, sweep};
+use densitrace::{bench, device, dump, progress, report, run, summary, sweep};
 
 #[derive(Parser)]
 #[command(
@@ -148,6 +148,21 @@ enum Command {
         /// The bootstrap's seed: the same seed gives the same intervals.
         #[arg(long, default_value_t = 0)]
         bootstrap_seed: u64,
+    },
+    /// Measure this machine: the density kernels against Burn ops and the host, the device's
+    /// copy bandwidth, training throughput and the instrumentation's share of training time.
+    /// Prints Markdown (the format BENCHMARKS.md documents).
+    Bench {
+        /// Which device to measure (auto: a hardware GPU if there is one, else the CPU backend).
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+        /// Two sizes, 3 runs each and the quickstart model only (under 2 minutes on llvmpipe);
+        /// what CI runs.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the report as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
     /// List every wgpu adapter with its backend and type.
     Devices,
@@ -365,6 +380,19 @@ fn main() -> ExitCode {
                 );
             })
         }
+        Command::Bench {
+            device,
+            quick,
+            json,
+        } => bench::bench(bench::BenchOptions { device, quick }).and_then(|report| {
+            print!("{}", report.markdown());
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report)?;
+                std::fs::write(&path, text)
+                    .map_err(|e| InputError::Other(format!("--json {}: {e}", path.display())))?;
+            }
+            Ok(())
+        }),
         Command::Devices => {
             let adapters = device::list_adapters();
             if adapters.is_empty() {

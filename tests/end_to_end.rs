@@ -283,15 +283,17 @@ fn a_wgpu_run_trains_and_measures_with_the_kernels() {
     // Only summaries cross, never the activations. Per set, site and position: (9 + 1 columns) x
     // (mean, std, n and 5 quantiles) plus 3 active-fraction statistics; per set and position, the
     // covariance of each site for rankme (widths 16, 32 and 16); 6 logits floats per set (mean
-    // and std of next_token_loss, answer_loss, answer_acc).
+    // and std of next_token_loss, answer_loss, answer_acc); and per set, the per-vector table of
+    // final.norm at last (the default probes.per_sample): 16 vectors x 10 columns.
     let per_measured = 10 * (3 + 5) + 3;
     let covariances = 2 * (16 * 16 + 32 * 32 + 16 * 16);
+    let samples = 16 * 10;
     let bytes = manifest["evaluations"][0]["readback_bytes"]
         .as_u64()
         .unwrap();
     assert_eq!(
         bytes,
-        (4 * (3 * 2 * per_measured + covariances + 6) * 4) as u64
+        (4 * (3 * 2 * per_measured + covariances + 6 + samples) * 4) as u64
     );
     for path in density {
         let b = read(&path);

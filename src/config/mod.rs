@@ -68,7 +68,7 @@ impl Default for CheckpointConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceChoice {
     /// A hardware GPU through wgpu if there is one, else Burn's CPU backend with the CPU metrics.
@@ -263,6 +263,16 @@ impl Default for ModelConfig {
     }
 }
 
+/// Which parameters AdamW's weight decay applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecayParams {
+    /// Parameters with 2 or more dimensions (nanoGPT's convention).
+    Matrices,
+    /// Every parameter.
+    All,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
@@ -273,10 +283,16 @@ pub struct TrainConfig {
     /// Floor of the cosine decay, reached at the last step.
     pub min_lr: f64,
     pub warmup_steps: usize,
+    /// AdamW's decoupled weight decay, applied to the parameters `decay` names.
     pub weight_decay: f64,
+    /// Which parameters decay: `matrices` (every parameter with 2 or more dimensions: the linear
+    /// weights and the embeddings; biases and LayerNorm scales and shifts are exempt, nanoGPT's
+    /// convention) or `all`.
+    pub decay: DecayParams,
     pub beta1: f64,
     pub beta2: f64,
-    /// Gradient norm clipping; 0 turns it off.
+    /// The largest global L2 norm of all gradients together (PyTorch's `clip_grad_norm_`, as in
+    /// nanoGPT): above it, every gradient is scaled by grad_clip / (norm + 1e-6). 0 turns it off.
     pub grad_clip: f64,
     /// Write a train-table row every this many steps.
     pub log_every: usize,
@@ -291,6 +307,7 @@ impl Default for TrainConfig {
             min_lr: 1e-4,
             warmup_steps: 50,
             weight_decay: 0.1,
+            decay: DecayParams::Matrices,
             beta1: 0.9,
             beta2: 0.95,
             grad_clip: 1.0,

@@ -397,8 +397,8 @@ pub fn draw_loss(path: &Path, title: &str, runs: &[&Unit], log_x: bool) -> Resul
     root.fill(&WHITE).map_err(draw_err)?;
     let (plot, legend) = root.split_horizontally(SIZE.0 - LEGEND);
     let points = runs.iter().flat_map(|u| u.tables.train.iter());
-    let (x0, x1) = bounds(points.clone().map(|p| chart.x(p.0)), None);
-    let (y0, y1) = bounds(points.map(|p| p.1).filter(|v| v.is_finite()), None);
+    let (x0, x1) = bounds(points.clone().map(|p| chart.x(p.step)), None);
+    let (y0, y1) = bounds(points.map(|p| p.loss).filter(|v| v.is_finite()), None);
     let mut c = ChartBuilder::on(&plot)
         .caption(title, (FONT, 17))
         .margin(12)
@@ -427,7 +427,7 @@ pub fn draw_loss(path: &Path, title: &str, runs: &[&Unit], log_x: bool) -> Resul
         let (r, g, b) = PALETTE[i % PALETTE.len()];
         let color = RGBColor(r, g, b);
         c.draw_series(LineSeries::new(
-            run.tables.train.iter().map(|p| (chart.x(p.0), p.1)),
+            run.tables.train.iter().map(|p| (chart.x(p.step), p.loss)),
             color.mix(0.45).stroke_width(1),
         ))
         .map_err(draw_err)?;
@@ -436,8 +436,8 @@ pub fn draw_loss(path: &Path, title: &str, runs: &[&Unit], log_x: bool) -> Resul
     if runs.len() > 1 {
         let mut by_step: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
         for run in runs {
-            for &(step, loss) in &run.tables.train {
-                by_step.entry(step).or_default().push(loss);
+            for p in &run.tables.train {
+                by_step.entry(p.step).or_default().push(p.loss);
             }
         }
         let mean = by_step

@@ -73,8 +73,16 @@ pub struct RunTables {
     pub density: BTreeMap<Key, f64>,
     /// The samples table's finite values per key (in vector order); empty without `samples/`.
     pub samples: HashMap<Key, Vec<f64>>,
-    /// `(step, loss)` from the train table, by step.
-    pub train: Vec<(i64, f64)>,
+    /// The train table, by step.
+    pub train: Vec<TrainPoint>,
+}
+
+/// One row of a run's train table.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainPoint {
+    pub step: i64,
+    pub loss: f64,
+    pub tokens_per_s: f64,
 }
 
 /// One run that takes part in a report.
@@ -286,14 +294,20 @@ fn read_samples(dir: &Path) -> Result<HashMap<Key, Vec<f64>>> {
     Ok(out)
 }
 
-fn read_train(dir: &Path) -> Result<Vec<(i64, f64)>> {
+/// The run's train table, by step.
+pub fn read_train(dir: &Path) -> Result<Vec<TrainPoint>> {
     let mut out = Vec::new();
     for batch in batches(dir, Table::Train)? {
         let cols = KeyColumns { batch: &batch };
         let step = cols.column("step")?.as_primitive::<Int64Type>();
         let loss = cols.column("loss")?.as_primitive::<Float64Type>();
-        out.extend((0..batch.num_rows()).map(|i| (step.value(i), loss.value(i))));
+        let rate = cols.column("tokens_per_s")?.as_primitive::<Float64Type>();
+        out.extend((0..batch.num_rows()).map(|i| TrainPoint {
+            step: step.value(i),
+            loss: loss.value(i),
+            tokens_per_s: rate.value(i),
+        }));
     }
-    out.sort_by_key(|&(step, _)| step);
+    out.sort_by_key(|p| p.step);
     Ok(out)
 }

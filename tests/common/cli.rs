@@ -10,9 +10,14 @@ use arrow::array::AsArray;
 use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-/// The densitrace binary this test suite was built with.
+/// The densitrace binary this test suite was built with, or `DENSITRACE_BIN` when set (how
+/// `scripts/gpu-check` runs prebuilt test binaries on another machine, where the build path is
+/// not there).
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_densitrace"))
+    match std::env::var_os("DENSITRACE_BIN") {
+        Some(path) => Command::new(path),
+        None => Command::new(env!("CARGO_BIN_EXE_densitrace")),
+    }
 }
 
 /// Runs `densitrace ARGS` to the end; returns its exit code and stderr.

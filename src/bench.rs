@@ -1,0 +1,504 @@
+//! `densitrace bench`: what densitrace costs on the device it runs on, as one Markdown report
+//! (and `--json`):
+//! - the adapter;
+//! - the density kernels against the same metrics from Burn tensor ops and against reading the
+//!   activations back and reducing on the host (what hook-based loggers do), with the kernels'
+//!   read bandwidth as a share of the device's own copy bandwidth, measured here by a plain
+//!   element-wise copy of the same tensor;
+//! - training throughput of the quickstart model (and, without `--quick`, gpu-medium's), and the
+//!   instrumentation's cost: one evaluation at the config's probe sets against the training time
+//!   between evaluations at its schedule.
+//!
+//! Training is measured by running the shipped config itself (`run::run`, shortened) in a
+//! temporary directory, and read from the run's own tables, so it is the code path users run.
+//!
+//! The Burn-ops composition of the metrics skips what the kernels do beyond the formulas
+//! (keeping vectors with NaN/Inf out, undefined values), so it does slightly less work.
+
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::config::{Config, DeviceChoice};
+use crate::device;
+use crate::kernels::{self, reference};
+use crate::metrics::{Columns, MetricSpec};
+use crate::rundir::{MANIFEST, Manifest};
+use crate::run::{self, Destination};
+
+/// The shipped configs whose models are timed (embedded, so the binary benches anywhere).
+const QUICKSTART: &str = include_str!("../experiments/quickstart.yaml");
+const GPU_MEDIUM: &str = include_str!("../experiments/gpu-medium.yaml");
+
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    pub device: DeviceChoice,
+    /// Fewer sizes, runs and steps, and the quickstart model only: under 2 minutes on llvmpipe.
+    pub quick: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// `wgpu` or `cpu`.
+    pub backend: String,
+    /// The adapter line (wgpu), or the CPU backend and the machine's cores.
+    pub adapter: String,
+    pub quick: bool,
+    /// Timing protocol of the kernel table.
+    pub warmup: usize,
+    pub repeats: usize,
+    pub kernels: Vec<KernelRow>,
+    pub training: Vec<TrainingRow>,
+}
+
+/// One kernel family at one tensor size; times are medians in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct KernelRow {
+    /// `moments` (row_moments.wgsl) or `order` (row_order.wgsl, a sort per row).
+    pub family: String,
+    pub vectors: usize,
+    pub width: usize,
+    /// Megabytes of activations (f32).
+    pub mb: f64,
+    /// The device's copy of the tensor (read and write), GB/s; None on the CPU backend.
+    pub copy_gb_s: Option<f64>,
+    /// The WGSL kernels, then the aggregate over vectors, with the summary read back.
+    pub wgsl_ms: Option<f64>,
+    /// The activations read once by the kernels per unit of time, GB/s.
+    pub wgsl_gb_s: Option<f64>,
+    /// `wgsl_gb_s / copy_gb_s`.
+    pub share_of_copy: Option<f64>,
+    /// The same metrics as Burn tensor ops on the device.
+    pub burn_ms: Option<f64>,
+    /// Read back, then the f64 reference on the host (rows in parallel).
+    pub host_ms: f64,
+}
+
+/// Training throughput and the instrumentation's cost for one model.
+#[derive(Debug, Serialize)]
+pub struct TrainingRow {
+    /// The config it comes from (`quickstart`, `gpu-medium`).
+    pub model: String,
+    pub parameters: usize,
+    pub tokens_per_step: usize,
+    /// Steps timed (after the warm-up steps).
+    pub steps_timed: usize,
+    pub warmup_steps: usize,
+    /// Median over the timed steps.
+    pub ms_per_step: f64,
+    pub tokens_per_s: f64,
+    /// The config's probe sets through the model once (the last of the run's two evaluations,
+    /// so compilation and tuning are excluded).
+    pub evaluation_s: f64,
+    /// Evaluations in the config's full schedule (step 0, `probes.every`, log-spaced steps, the
+    /// last step) and its training steps.
+    pub schedule_evaluations: usize,
+    pub schedule_steps: usize,
+    /// Evaluation time over training time for the full schedule.
+    pub instrumentation_share: f64,
+}
+
+const WARMUP: usize = 2;
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// The median of `repeats` runs of `f` after `WARMUP` runs.
+fn median_time(repeats: usize, mut f: impl FnMut()) -> Duration {
+    for _ in 0..WARMUP {
+        f();
+    }
+    median(
+        (0..repeats)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn family_columns(family: &str) -> Columns {
+    let names: &[&str] = match family {
+        "moments" => &["l1", "hoyer", "near_zero@0.001"],
+        _ => &[
+            "gini",
+            "max_over_median",
+            "topk_energy@0.01",
+            "topk_energy@0.05",
+            "topk_energy@0.1",
+        ],
+    };
+    let metrics: Vec<MetricSpec> = names.iter().map(|s| s.parse().unwrap()).collect();
+    let columns = Columns::for_metrics(&metrics);
+    if family == "moments" {
+        Columns {
+            order: false,
+            ..columns
+        }
+    } else {
+        columns
+    }
+}
+
+/// The moment metrics as Burn tensor ops, reduced to mean and variance over vectors.
+fn burn_moments(x: Tensor<2>) -> Tensor<2> {
+    let [_, d] = x.dims();
+    let df = d as f64;
+    let a = x.clone().abs();
+    let l1 = a.clone().sum_dim(1);
+    let s2 = x.clone().powi_scalar(2).sum_dim(1);
+    let l2 = s2.clone().sqrt();
+    let s4 = x.clone().powi_scalar(4).sum_dim(1);
+    let hoyer = (l1.clone() / l2.clone()).neg().add_scalar(df.sqrt()) / (df.sqrt() - 1.0);
+    let pr = s2.clone().powi_scalar(2) / s4 / df;
+    let p = x.clone().powi_scalar(2) / s2;
+    let eff_rank = (p.clone() * p.add_scalar(1e-10).log())
+        .sum_dim(1)
+        .neg()
+        .exp()
+        / df;
+    let q = (a.clone() / l1.clone()).add_scalar(1e-10);
+    let eff_rank_l1 = (q.clone() * q.log()).sum_dim(1).neg().exp() / df;
+    let mean_a = l1.clone() / df;
+    let std_a = (a.clone() - mean_a.clone())
+        .powi_scalar(2)
+        .mean_dim(1)
+        .sqrt();
+    let l0 = a.clone().greater(mean_a + std_a).float().mean_dim(1);
+    let centred = x.clone() - x.mean_dim(1);
+    let m2 = centred.clone().powi_scalar(2).mean_dim(1);
+    let kurtosis = centred.powi_scalar(4).mean_dim(1) / m2.powi_scalar(2) - 3.0;
+    let near_zero = a.lower_equal_elem(1e-3).float().mean_dim(1);
+    let table = Tensor::cat(
+        vec![
+            l1,
+            l2,
+            hoyer,
+            pr,
+            eff_rank,
+            eff_rank_l1,
+            l0,
+            kurtosis,
+            near_zero,
+        ],
+        1,
+    );
+    Tensor::cat(vec![table.clone().mean_dim(0), table.var(0)], 0)
+}
+
+/// The order metrics as Burn tensor ops (a sort per row), reduced over vectors.
+fn burn_order(x: Tensor<2>) -> Tensor<2> {
+    let [n, d] = x.dims();
+    let sorted = x.abs().sort(1);
+    let energy = sorted.clone().powi_scalar(2);
+    let total = energy.clone().sum_dim(1);
+    let mut columns = Vec::new();
+    for f in [0.01, 0.05, 0.1] {
+        let k = ((f * d as f64).floor() as usize).max(1);
+        columns.push(energy.clone().slice([0..n, d - k..d]).sum_dim(1) / total.clone());
+    }
+    let weights: Vec<f32> = (1..=d).map(|i| (2 * i) as f32 - d as f32 - 1.0).collect();
+    let weights = Tensor::<1>::from_floats(weights.as_slice(), &sorted.device()).reshape([1, d]);
+    let sum = sorted.clone().sum_dim(1);
+    columns.push((sorted.clone() * weights).sum_dim(1) / (sum * d as f64));
+    let median = sorted.clone().slice([0..n, d / 2..d / 2 + 1]);
+    columns.push(sorted.slice([0..n, d - 1..d]) / median);
+    let table = Tensor::cat(columns, 1);
+    Tensor::cat(vec![table.clone().mean_dim(0), table.var(0)], 0)
+}
+
+fn read(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The kernel table: every family at every size.
+fn kernel_rows(device: &Device, on_device: bool, quick: bool, repeats: usize) -> Vec<KernelRow> {
+    let sizes: &[(usize, usize)] = if quick {
+        &[(1024, 128), (4096, 512)]
+    } else {
+        &[
+            (1024, 128),
+            (4096, 512),
+            (16384, 128),
+            (2048, 2048),
+            (512, 8192),
+            (16384, 2048),
+        ]
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut rows = Vec::new();
+    for family in ["moments", "order"] {
+        let cols = family_columns(family);
+        for &(vectors, width) in sizes {
+            let data: Vec<f32> = (0..vectors * width)
+                .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+                .collect();
+            let x = Tensor::<2>::from_data(TensorData::new(data, [vectors, width]), device);
+            let mb = (vectors * width * 4) as f64 / 1e6;
+            let host = median_time(repeats, || {
+                let values = read(x.clone());
+                let per_row = reference::matrix_metrics(&values, width, &cols);
+                for c in 0..cols.count() {
+                    std::hint::black_box(reference::aggregate(&per_row, c));
+                }
+            });
+            let mut row = KernelRow {
+                family: family.into(),
+                vectors,
+                width,
+                mb,
+                copy_gb_s: None,
+                wgsl_ms: None,
+                wgsl_gb_s: None,
+                share_of_copy: None,
+                burn_ms: None,
+                host_ms: ms(host),
+            };
+            if on_device {
+                // A plain element-wise copy, kept alive until the device is idle, so it is
+                // written in full: read once and written once.
+                let copy = median_time(repeats, || {
+                    let y = x.clone().neg();
+                    device.sync().expect("the device runs the copy");
+                    drop(y);
+                });
+                let wgsl = median_time(repeats, || {
+                    read(kernels::aggregate(kernels::row_metrics(x.clone(), &cols)));
+                });
+                let burn_ops = median_time(repeats, || {
+                    read(if family == "moments" {
+                        burn_moments(x.clone())
+                    } else {
+                        burn_order(x.clone())
+                    });
+                });
+                let copy_gb_s = 2.0 * mb / 1e3 / copy.as_secs_f64();
+                let wgsl_gb_s = mb / 1e3 / wgsl.as_secs_f64();
+                row.copy_gb_s = Some(copy_gb_s);
+                row.wgsl_ms = Some(ms(wgsl));
+                row.wgsl_gb_s = Some(wgsl_gb_s);
+                row.share_of_copy = Some(wgsl_gb_s / copy_gb_s);
+                row.burn_ms = Some(ms(burn_ops));
+            }
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+/// Runs `yaml` shortened to `steps` (probes at step 0 and `steps`, no checkpoints) on `choice`,
+/// and reads its throughput and evaluation time back from the run's tables.
+fn training_row(
+    model: &str,
+    yaml: &str,
+    choice: DeviceChoice,
+    steps: usize,
+    warmup_steps: usize,
+) -> Result<TrainingRow> {
+    let full = Config::from_yaml(yaml, model, &[])?;
+    let device = serde_json::to_value(choice)?;
+    let overrides: Vec<String> = vec![
+        format!("device={}", device.as_str().expect("a device choice is a name")),
+        format!("train.steps={steps}"),
+        format!("probes.every={steps}"),
+        "probes.log_spaced=false".into(),
+        "train.log_every=1".into(),
+        "checkpoint.every=0".into(),
+    ];
+    let config = Config::from_yaml(yaml, model, &overrides)?;
+    let dir = std::env::temp_dir().join(format!("densitrace-bench-{}-{model}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let stop = AtomicBool::new(false);
+    let outcome = run::run(
+        &config,
+        &Destination::Exactly(dir.clone()),
+        vec!["densitrace bench".into()],
+        &stop,
+    );
+    let measured = outcome.and_then(|_| {
+        let manifest: Manifest =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(MANIFEST))?)?;
+        let train = crate::report::load::read_train(&dir)?;
+        Ok((manifest, train))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let (manifest, train) = measured.with_context(|| format!("timing the {model} model"))?;
+
+    // tokens_per_s of each step after the warm-up (the train table logs every step here).
+    let rates: Vec<f64> = train
+        .iter()
+        .filter(|r| r.step as usize > warmup_steps)
+        .map(|r| r.tokens_per_s)
+        .collect();
+    let tokens_per_step = config.train.batch_size * config.context();
+    let mut step_ms: Vec<f64> = rates
+        .iter()
+        .map(|r| tokens_per_step as f64 / r * 1e3)
+        .collect();
+    step_ms.sort_by(f64::total_cmp);
+    let ms_per_step = step_ms[step_ms.len() / 2];
+    let evaluation_s = manifest
+        .evaluations
+        .last()
+        .map(|e| e.seconds)
+        .unwrap_or(f64::NAN);
+    let schedule_steps = full.train.steps;
+    let schedule_evaluations = 1 + (1..=schedule_steps)
+        .filter(|&s| {
+            s == schedule_steps
+                || crate::train::scheduled(s, full.probes.every, full.probes.log_spaced)
+        })
+        .count();
+    let instrumentation_share = schedule_evaluations as f64 * evaluation_s
+        / (schedule_steps as f64 * ms_per_step / 1e3);
+    Ok(TrainingRow {
+        model: model.into(),
+        parameters: manifest.parameters,
+        tokens_per_step,
+        steps_timed: step_ms.len(),
+        warmup_steps,
+        ms_per_step,
+        tokens_per_s: tokens_per_step as f64 / ms_per_step * 1e3,
+        evaluation_s,
+        schedule_evaluations,
+        schedule_steps,
+        instrumentation_share,
+    })
+}
+
+pub fn bench(options: BenchOptions) -> Result<BenchReport> {
+    let run_device = device::select(options.device)?;
+    let on_device = run_device.measures_on_device();
+    let adapter = match &run_device.adapter {
+        Some(a) => format!(
+            "{} ({}, {}, driver {} {})",
+            a.name, a.backend, a.device_type, a.driver, a.driver_info
+        ),
+        None => format!(
+            "Burn CPU backend (flex), {} threads",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ),
+    };
+    eprintln!("bench on {adapter}");
+    let repeats = if options.quick { 3 } else { 7 };
+    let kernels = kernel_rows(&run_device.device, on_device, options.quick, repeats);
+    eprintln!("kernel table done");
+
+    let mut training = Vec::new();
+    let quickstart_steps = if options.quick { 30 } else { 200 };
+    training.push(training_row(
+        "quickstart",
+        QUICKSTART,
+        options.device,
+        quickstart_steps,
+        10,
+    )?);
+    if !options.quick {
+        training.push(training_row(
+            "gpu-medium",
+            GPU_MEDIUM,
+            options.device,
+            30,
+            5,
+        )?);
+    }
+    Ok(BenchReport {
+        backend: run_device.backend.to_string(),
+        adapter,
+        quick: options.quick,
+        warmup: WARMUP,
+        repeats,
+        kernels,
+        training,
+    })
+}
+
+impl BenchReport {
+    /// The report as Markdown (the format BENCHMARKS.md documents).
+    pub fn markdown(&self) -> String {
+        let opt = |v: Option<f64>, digits: usize| match v {
+            Some(v) => format!("{v:.digits$}"),
+            None => "-".into(),
+        };
+        let mut out = String::new();
+        out.push_str(&format!(
+            "# densitrace bench{}\n\nadapter: {}\n\n",
+            if self.quick { " --quick" } else { "" },
+            self.adapter
+        ));
+        out.push_str(&format!(
+            "## Density kernels\n\nmedian of {} runs after {} warm-up runs; each run reads its result back. \
+             copy: an element-wise copy on the device (read + write); share: the kernels' read \
+             GB/s over the copy's.{}\n\n",
+            self.repeats,
+            self.warmup,
+            if self.backend == "wgpu" {
+                ""
+            } else {
+                " On the CPU backend only the host reference runs (the kernels need wgpu)."
+            }
+        ));
+        out.push_str(
+            "| family | vectors x width | MB | copy GB/s | WGSL ms | WGSL GB/s | share of copy | Burn ops ms | WGSL speed-up | host ms | WGSL speed-up |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        );
+        for r in &self.kernels {
+            let speedup = |other: Option<f64>| match (other, r.wgsl_ms) {
+                (Some(o), Some(w)) => format!("{:.1}x", o / w),
+                _ => "-".into(),
+            };
+            out.push_str(&format!(
+                "| {} | {} x {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.2} | {} |\n",
+                r.family,
+                r.vectors,
+                r.width,
+                r.mb,
+                opt(r.copy_gb_s, 2),
+                opt(r.wgsl_ms, 2),
+                opt(r.wgsl_gb_s, 2),
+                r.share_of_copy
+                    .map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
+                opt(r.burn_ms, 2),
+                speedup(r.burn_ms),
+                r.host_ms,
+                speedup(Some(r.host_ms)),
+            ));
+        }
+        out.push_str(
+            "\n## Training and instrumentation\n\nms/step: median after the warm-up steps, from the run's train table. \
+             evaluation: the config's probe sets once (after a first, warm-up evaluation). \
+             share: evaluations x evaluation time over steps x step time, at the config's full schedule.\n\n\
+             | model | parameters | tokens/step | steps timed | ms/step | tokens/s | evaluation s | evaluations / steps | instrumentation share |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        );
+        for t in &self.training {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {} / {} | {:.1}% |\n",
+                t.model,
+                t.parameters,
+                t.tokens_per_step,
+                t.steps_timed,
+                t.ms_per_step,
+                t.tokens_per_s,
+                t.evaluation_s,
+                t.schedule_evaluations,
+                t.schedule_steps,
+                t.instrumentation_share * 100.0
+            ));
+        }
+        out
+    }
+}
