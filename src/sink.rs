@@ -59,6 +59,8 @@ pub struct TrainRow {
     pub step: i64,
     pub tokens_seen: i64,
     pub loss: f64,
+    /// The global L2 norm of the step's gradients, before clipping.
+    pub grad_norm: f64,
     pub lr: f64,
     pub tokens_per_s: f64,
     pub wall_time: f64,
@@ -135,6 +137,7 @@ pub fn train_schema() -> Schema {
     let mut fields = run_fields(true);
     fields.extend([
         field("loss", DataType::Float64),
+        field("grad_norm", DataType::Float64),
         field("lr", DataType::Float64),
         field("tokens_per_s", DataType::Float64),
         field("wall_time", DataType::Float64),
@@ -241,6 +244,7 @@ impl RunDir {
         ];
         columns.extend([
             floats(rows.iter().map(|r| r.loss)),
+            floats(rows.iter().map(|r| r.grad_norm)),
             floats(rows.iter().map(|r| r.lr)),
             floats(rows.iter().map(|r| r.tokens_per_s)),
             floats(rows.iter().map(|r| r.wall_time)),

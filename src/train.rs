@@ -1,5 +1,5 @@
-//! The training loop, in the style of Burn's custom-training-loop example: AdamW, linear warm-up
-//! then cosine decay, a fixed step budget, seeded data order. It knows nothing about sinks: it
+//! The training loop, in the style of Burn's custom-training-loop example: AdamW (biases and
+//! norms exempt from decay), global-norm gradient clipping, linear warm-up then cosine decay, a fixed step budget, seeded data order. It knows nothing about sinks: it
 //! hands evaluations and checkpoints to `TrainHooks`, and it can start from a checkpoint.
 //!
 //! Reproducibility: Burn's RNG is reseeded from (seed, step) before every step and the data order
@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::grad_clipping::GradientClippingConfig;
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
-use crate::config::{Config, TrainConfig};
+use crate::config::{Config, DecayParams, TrainConfig};
 use crate::data::{Batches, Dataset};
 use crate::model::Gpt;
 use crate::progress::Progress;
@@ -100,16 +100,78 @@ pub fn fresh_start(config: &Config, vocab_size: usize, device: &Device) -> Start
     }
 }
 
-/// AdamW as the config describes it, with no state yet.
+/// AdamW as the config describes it, with no state yet. Clipping is not Burn's (which clips each
+/// tensor by its own norm) but `clip_global_norm`, before the step.
 pub fn optimizer(t: &TrainConfig) -> ModuleOptimizer {
-    AdamWConfig::new()
-        .with_beta_1(t.beta1 as f32)
-        .with_beta_2(t.beta2 as f32)
-        .with_weight_decay(t.weight_decay as f32)
-        .with_grad_clipping(
-            (t.grad_clip > 0.0).then(|| GradientClippingConfig::Norm(t.grad_clip as f32)),
-        )
-        .init()
+    let adamw = |decay: f64| {
+        AdamWConfig::new()
+            .with_beta_1(t.beta1 as f32)
+            .with_beta_2(t.beta2 as f32)
+            .with_weight_decay(decay as f32)
+    };
+    let optimizer = adamw(t.weight_decay).init();
+    match t.decay {
+        DecayParams::All => optimizer,
+        // The model's rank-1 parameters are exactly the Linear biases and the LayerNorm gammas
+        // and betas (model.rs: every norm's field name ends in `norm`).
+        DecayParams::Matrices => optimizer.with_group(
+            ParamGroup::from_any_predicates(vec!["bias", "norm"]),
+            adamw(0.0).build(),
+            None,
+        ),
+    }
+}
+
+/// Sums the squares of every gradient of a module's float parameters.
+struct SquaredNorm<'a> {
+    grads: &'a GradientsParams,
+    sum: Option<Tensor<1>>,
+}
+
+impl ModuleVisitor for SquaredNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.grads.get::<D>(param.id) {
+            let squares = grad.powi_scalar(2).sum();
+            self.sum = Some(match self.sum.take() {
+                Some(sum) => sum + squares,
+                None => squares,
+            });
+        }
+    }
+}
+
+/// Multiplies every gradient of a module's float parameters by `factor`.
+struct ScaleGrads<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+}
+
+impl ModuleVisitor for ScaleGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.grads.remove::<D>(param.id) {
+            self.grads.register(param.id, grad.mul_scalar(self.factor));
+        }
+    }
+}
+
+/// PyTorch's `torch.nn.utils.clip_grad_norm_` (nanoGPT's clipping): the L2 norm of all of
+/// `model`'s gradients together; when `max_norm` > 0 and the norm is above it, every gradient is
+/// scaled by max_norm / (norm + 1e-6). Returns the norm before clipping (one read-back).
+pub fn clip_global_norm(model: &impl Module, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    let mut squared = SquaredNorm { grads, sum: None };
+    model.visit(&mut squared);
+    let Some(sum) = squared.sum else {
+        return 0.0;
+    };
+    let norm = (sum.into_scalar::<f32>() as f64).sqrt();
+    let coef = max_norm / (norm + 1e-6);
+    if max_norm > 0.0 && coef < 1.0 {
+        model.visit(&mut ScaleGrads {
+            grads,
+            factor: coef,
+        });
+    }
+    norm
 }
 
 /// Trains from `start` to `train.steps`, or until `stop` is set or the loss diverges.
@@ -162,7 +224,8 @@ pub fn train(
             )?;
             return Ok(Outcome::Diverged(step));
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let grad_norm = clip_global_norm(&model, &mut grads, t.grad_clip);
         let lr = learning_rate(t, step);
         model = optimizer.step(lr, model, grads);
 
@@ -175,6 +238,7 @@ pub fn train(
                 step: step as i64,
                 tokens_seen: tokens_seen(config, step),
                 loss: loss_value,
+                grad_norm,
                 lr,
                 tokens_per_s,
                 wall_time: started.elapsed().as_secs_f64(),
@@ -225,6 +289,174 @@ pub fn scheduled(step: usize, every: usize, log_spaced: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ModelConfig;
+    use burn::module::ParamId;
+
+    fn tiny_model(device: &Device) -> Gpt {
+        ModelConfig {
+            layers: 1,
+            d_model: 8,
+            heads: 2,
+            d_ff: 16,
+            seq_len: 4,
+            ..ModelConfig::default()
+        }
+        .init(7, device)
+    }
+
+    /// Registers, for the k-th float parameter, a gradient of its shape filled with 0.1 (k + 1);
+    /// keeps each fill and the sum of squares they make.
+    struct FillGrads<'a> {
+        grads: &'a mut GradientsParams,
+        device: Device,
+        fills: Vec<(ParamId, f64)>,
+        squares: f64,
+    }
+
+    impl ModuleVisitor for FillGrads<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let value = 0.1 * (self.fills.len() + 1) as f64;
+            let shape = param.val().shape();
+            self.squares += shape.num_elements() as f64 * value * value;
+            self.grads
+                .register(param.id, Tensor::<D>::full(shape, value, &self.device));
+            self.fills.push((param.id, value));
+        }
+    }
+
+    /// Every gradient's values, by parameter.
+    struct ReadGrads<'a> {
+        grads: &'a GradientsParams,
+        values: Vec<(ParamId, Vec<f32>)>,
+    }
+
+    impl ModuleVisitor for ReadGrads<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let grad = self.grads.get::<D>(param.id).unwrap();
+            self.values
+                .push((param.id, grad.into_data().try_to_vec::<f32>().unwrap()));
+        }
+    }
+
+    fn filled(model: &Gpt) -> (GradientsParams, Vec<(ParamId, f64)>, f64) {
+        let mut grads = GradientsParams::new();
+        let mut fill = FillGrads {
+            grads: &mut grads,
+            device: Device::flex(),
+            fills: Vec::new(),
+            squares: 0.0,
+        };
+        model.visit(&mut fill);
+        let (fills, squares) = (fill.fills, fill.squares);
+        (grads, fills, squares)
+    }
+
+    /// Against the norm computed by hand from the fills: sqrt(sum over parameters of
+    /// elements x fill^2), and every gradient scaled by max_norm / (norm + 1e-6) (PyTorch's
+    /// clip_grad_norm_), only when the norm is above max_norm.
+    #[test]
+    fn clipping_uses_the_global_norm_of_all_gradients() {
+        let model = tiny_model(&Device::flex().autodiff());
+        for max_norm in [1.0, 1e6, 0.0] {
+            let (mut grads, fills, squares) = filled(&model);
+            assert!(fills.len() > 10, "every parameter has a gradient");
+            let norm = clip_global_norm(&model, &mut grads, max_norm);
+            let want = squares.sqrt();
+            assert!((norm - want).abs() <= 1e-5 * want, "{norm} vs {want}");
+            let factor = if max_norm > 0.0 && max_norm < want {
+                max_norm / (want + 1e-6)
+            } else {
+                1.0
+            };
+            let mut read = ReadGrads {
+                grads: &grads,
+                values: Vec::new(),
+            };
+            model.visit(&mut read);
+            for ((id, values), (fill_id, fill)) in read.values.iter().zip(&fills) {
+                assert_eq!(id, fill_id);
+                for &v in values {
+                    assert!(
+                        (v as f64 - fill * factor).abs() <= 1e-6 * fill,
+                        "{v} vs {}",
+                        fill * factor
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every float parameter's values, by path (the module names entered down to it).
+    #[derive(Default)]
+    struct Values {
+        path: Vec<String>,
+        values: Vec<(String, Vec<f32>)>,
+    }
+
+    impl ModuleVisitor for Values {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let data = param.val().into_data().convert::<f32>();
+            self.values
+                .push((self.path.join("."), data.try_to_vec::<f32>().unwrap()));
+        }
+    }
+
+    fn values(model: &Gpt) -> Vec<(String, Vec<f32>)> {
+        let mut v = Values::default();
+        model.visit(&mut v);
+        v.values
+    }
+
+    /// With zero gradients AdamW's step is its decoupled decay alone: a decayed parameter is
+    /// multiplied by 1 - lr x weight_decay, an exempt one stays. `matrices` exempts exactly the
+    /// rank-1 parameters (biases and LayerNorm gammas and betas); `all` exempts none.
+    #[test]
+    fn weight_decay_skips_biases_and_norms_by_default() {
+        let device = Device::flex().autodiff();
+        for decay in [DecayParams::Matrices, DecayParams::All] {
+            let model = tiny_model(&device);
+            let before = values(&model);
+            let inputs =
+                Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 3], [1, 3]), &device);
+            let loss = model.forward(inputs).sum().mul_scalar(0.0);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let t = TrainConfig {
+                weight_decay: 0.5,
+                decay,
+                ..TrainConfig::default()
+            };
+            let after = values(&optimizer(&t).step(0.1, model, grads));
+            let (mut decayed, mut kept) = (0, 0);
+            for ((path, b), (same, a)) in before.iter().zip(&after) {
+                assert_eq!(path, same);
+                let rank1 =
+                    path.ends_with("bias") || path.ends_with("gamma") || path.ends_with("beta");
+                let factor = if decay == DecayParams::Matrices && rank1 {
+                    kept += 1;
+                    1.0
+                } else {
+                    decayed += 1;
+                    0.95
+                };
+                for (x, y) in b.iter().zip(a) {
+                    assert!(
+                        (x * factor - y).abs() <= 1e-6 * x.abs().max(1e-3),
+                        "{path}: {x} -> {y}"
+                    );
+                }
+            }
+            assert!(decayed > 4, "{decay:?}");
+            if decay == DecayParams::Matrices {
+                assert!(kept > 4);
+            }
+        }
+    }
 
     #[test]
     fn learning_rate_warms_up_then_decays_to_the_floor() {
