@@ -175,12 +175,23 @@ pub enum TokenizerConfig {
     Char,
     /// Byte-level BPE trained on the training documents (the `tokenizers` crate), saved in the
     /// run directory as tokenizer.json.
-    Bpe { vocab_size: usize },
+    Bpe {
+        vocab_size: usize,
+        /// Split the text GPT-2's way (words, numbers, punctuation and spaces apart) before
+        /// merging, so no merge spans a word boundary; `false` merges across spaces, what
+        /// densitrace did before this option.
+        #[serde(default = "TokenizerConfig::default_split")]
+        split: bool,
+    },
     /// One token per whitespace-separated word of the training documents, plus BOS and unknown.
     Word,
 }
 
 impl TokenizerConfig {
+    fn default_split() -> bool {
+        true
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             TokenizerConfig::Byte => "byte",

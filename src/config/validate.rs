@@ -49,7 +49,7 @@ impl Config {
             "data.tokenizer",
             "the rule graph's facts are words: only kind: word applies".into(),
         );
-        if let TokenizerConfig::Bpe { vocab_size } = tokenizer {
+        if let TokenizerConfig::Bpe { vocab_size, .. } = tokenizer {
             check(
                 vocab_size >= 258,
                 "data.tokenizer.vocab_size",
@@ -58,7 +58,7 @@ impl Config {
         }
         if let Some(v) = self.model.vocab_size {
             check(v >= 2, "model.vocab_size", "must be at least 2".into());
-            if let TokenizerConfig::Bpe { vocab_size } = tokenizer {
+            if let TokenizerConfig::Bpe { vocab_size, .. } = tokenizer {
                 check(
                     vocab_size <= v,
                     "data.tokenizer.vocab_size",

@@ -73,8 +73,8 @@ impl Tokenizer {
                 words.extend(ranked.into_iter().map(|(w, _)| w.to_string()));
                 Tokenizer::word(words, 1)
             }
-            TokenizerConfig::Bpe { vocab_size } => {
-                Tokenizer::Bpe(Box::new(train_bpe(vocab_size, documents)?))
+            TokenizerConfig::Bpe { vocab_size, split } => {
+                Tokenizer::Bpe(Box::new(train_bpe(vocab_size, split, documents)?))
             }
         })
     }
@@ -220,8 +220,14 @@ impl Tokenizer {
     }
 }
 
-/// Byte-level BPE with BOS (id 0) and UNK (id 1) as special tokens, trained on `documents`.
-fn train_bpe(vocab_size: usize, documents: &[String]) -> Result<HfTokenizer, InputError> {
+/// Byte-level BPE with BOS (id 0) and UNK (id 1) as special tokens, trained on `documents`;
+/// `split`: the byte-level pre-tokenizer's GPT-2 regex splits words, numbers, punctuation and
+/// runs of spaces apart first, so merges stay within them.
+fn train_bpe(
+    vocab_size: usize,
+    split: bool,
+    documents: &[String],
+) -> Result<HfTokenizer, InputError> {
     let mut trainer = BpeTrainerBuilder::new()
         .show_progress(false)
         .vocab_size(vocab_size)
@@ -235,7 +241,7 @@ fn train_bpe(vocab_size: usize, documents: &[String]) -> Result<HfTokenizer, Inp
     let mut tokenizer = TokenizerBuilder::new()
         .with_model(BPE::default())
         .with_normalizer(None::<tokenizers::NormalizerWrapper>)
-        .with_pre_tokenizer(Some(ByteLevel::new(false, true, false)))
+        .with_pre_tokenizer(Some(ByteLevel::new(false, true, split)))
         .with_post_processor(None::<tokenizers::PostProcessorWrapper>)
         .with_decoder(Some(ByteLevel::default()))
         .build()
@@ -286,12 +292,54 @@ mod tests {
         round_trip(TokenizerConfig::Byte);
         round_trip(TokenizerConfig::Char);
         round_trip(TokenizerConfig::Word);
-        round_trip(TokenizerConfig::Bpe { vocab_size: 300 });
+        for split in [true, false] {
+            round_trip(TokenizerConfig::Bpe {
+                vocab_size: 300,
+                split,
+            });
+        }
+    }
+
+    /// With the split, no token crosses a word boundary: a space appears only as a token's first
+    /// character (GPT-2's "Ġword"). Without it, repeated phrases merge across spaces.
+    #[test]
+    fn bpe_merges_stay_within_words_when_split() {
+        let docs = vec![
+            "the cat sat on the mat. ".repeat(50),
+            "a cat and the mat! ".repeat(30),
+        ];
+        let spans = |split: bool| {
+            let t = Tokenizer::train(
+                TokenizerConfig::Bpe {
+                    vocab_size: 300,
+                    split,
+                },
+                &docs,
+            )
+            .unwrap();
+            let ids = t.encode(&docs[0]);
+            ids.iter()
+                .map(|&id| t.decode(&[id]))
+                .filter(|piece| piece.chars().skip(1).any(char::is_whitespace))
+                .count()
+        };
+        assert_eq!(spans(true), 0);
+        assert!(
+            spans(false) > 0,
+            "without the split some merge spans a space"
+        );
     }
 
     #[test]
     fn bpe_has_bos_first_and_learns_merges() {
-        let t = Tokenizer::train(TokenizerConfig::Bpe { vocab_size: 300 }, &docs()).unwrap();
+        let t = Tokenizer::train(
+            TokenizerConfig::Bpe {
+                vocab_size: 300,
+                split: true,
+            },
+            &docs(),
+        )
+        .unwrap();
         let Tokenizer::Bpe(hf) = &t else {
             unreachable!()
         };
