@@ -28,8 +28,8 @@ use crate::config::{Config, DeviceChoice};
 use crate::device;
 use crate::kernels::{self, reference};
 use crate::metrics::{Columns, MetricSpec};
-use crate::rundir::{MANIFEST, Manifest};
 use crate::run::{self, Destination};
+use crate::rundir::{MANIFEST, Manifest};
 
 /// The shipped configs whose models are timed (embedded, so the binary benches anywhere).
 const QUICKSTART: &str = include_str!("../experiments/quickstart.yaml");
@@ -95,6 +95,10 @@ pub struct TrainingRow {
     /// The config's probe sets through the model once (the last of the run's two evaluations,
     /// so compilation and tuning are excluded).
     pub evaluation_s: f64,
+    /// Of `evaluation_s`: the forward passes, the metrics (with the read-back), the writes.
+    pub forward_s: f64,
+    pub metrics_s: f64,
+    pub write_s: f64,
     /// Evaluations in the config's full schedule (step 0, `probes.every`, log-spaced steps, the
     /// last step) and its training steps.
     pub schedule_evaluations: usize,
@@ -311,7 +315,10 @@ fn training_row(
     let full = Config::from_yaml(yaml, model, &[])?;
     let device = serde_json::to_value(choice)?;
     let overrides: Vec<String> = vec![
-        format!("device={}", device.as_str().expect("a device choice is a name")),
+        format!(
+            "device={}",
+            device.as_str().expect("a device choice is a name")
+        ),
         format!("train.steps={steps}"),
         format!("probes.every={steps}"),
         "probes.log_spaced=false".into(),
@@ -350,20 +357,21 @@ fn training_row(
         .collect();
     step_ms.sort_by(f64::total_cmp);
     let ms_per_step = step_ms[step_ms.len() / 2];
-    let evaluation_s = manifest
+    let last = manifest
         .evaluations
         .last()
-        .map(|e| e.seconds)
-        .unwrap_or(f64::NAN);
+        .context("the run recorded no evaluation")?;
     let schedule_steps = full.train.steps;
-    let schedule_evaluations = 1 + (1..=schedule_steps)
-        .filter(|&s| {
-            s == schedule_steps
-                || crate::train::scheduled(s, full.probes.every, full.probes.log_spaced)
-        })
-        .count();
-    let instrumentation_share = schedule_evaluations as f64 * evaluation_s
-        / (schedule_steps as f64 * ms_per_step / 1e3);
+    let schedule_evaluations = 1
+        + (1..=schedule_steps)
+            .filter(|&s| {
+                s == schedule_steps
+                    || crate::train::scheduled(s, full.probes.every, full.probes.log_spaced)
+            })
+            .count();
+    let evaluation_s = last.seconds;
+    let instrumentation_share =
+        schedule_evaluations as f64 * evaluation_s / (schedule_steps as f64 * ms_per_step / 1e3);
     Ok(TrainingRow {
         model: model.into(),
         parameters: manifest.parameters,
@@ -373,6 +381,9 @@ fn training_row(
         ms_per_step,
         tokens_per_s: tokens_per_step as f64 / ms_per_step * 1e3,
         evaluation_s,
+        forward_s: last.forward_seconds,
+        metrics_s: last.reduce_seconds,
+        write_s: last.write_seconds,
         schedule_evaluations,
         schedule_steps,
         instrumentation_share,
@@ -481,12 +492,14 @@ impl BenchReport {
             "\n## Training and instrumentation\n\nms/step: median after the warm-up steps, from the run's train table. \
              evaluation: the config's probe sets once (after a first, warm-up evaluation). \
              share: evaluations x evaluation time over steps x step time, at the config's full schedule.\n\n\
-             | model | parameters | tokens/step | steps timed | ms/step | tokens/s | evaluation s | evaluations / steps | instrumentation share |\n\
-             | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+             forward / metrics / writes: where the evaluation's seconds go (on wgpu the forward passes are only queued; \
+             the device's work is in metrics, which waits for the read-back).\n\n\
+             | model | parameters | tokens/step | steps timed | ms/step | tokens/s | evaluation s | forward / metrics / writes s | evaluations / steps | instrumentation share |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
         for t in &self.training {
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {} / {} | {:.1}% |\n",
+                "| {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} / {:.2} / {:.2} | {} / {} | {:.1}% |\n",
                 t.model,
                 t.parameters,
                 t.tokens_per_step,
@@ -494,6 +507,9 @@ impl BenchReport {
                 t.ms_per_step,
                 t.tokens_per_s,
                 t.evaluation_s,
+                t.forward_s,
+                t.metrics_s,
+                t.write_s,
                 t.schedule_evaluations,
                 t.schedule_steps,
                 t.instrumentation_share * 100.0

@@ -30,6 +30,19 @@ pub struct Evaluation {
     /// Only for the sites and positions `probes.per_sample` selects.
     pub sample_rows: Vec<SampleRow>,
     pub readback_bytes: u64,
+    pub timing: EvaluationTiming,
+}
+
+/// Where an evaluation's seconds go. On a wgpu device the forward passes are only queued when
+/// `forward` ends, so the device's work lands in `reduce`, which waits for the read-back.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvaluationTiming {
+    /// The probe sets' forward passes.
+    pub forward: f64,
+    /// The metrics: kernels or reference, the read-back and decoding the rows.
+    pub reduce: f64,
+    /// Writing the Parquet tables.
+    pub write: f64,
 }
 
 /// Who turns activations into metrics.
@@ -68,7 +81,9 @@ pub struct Probing<'a> {
 impl Probing<'_> {
     /// Measures every probe set on `model`.
     pub fn evaluate(&self, model: &Gpt) -> Evaluation {
+        let started = std::time::Instant::now();
         let (measured, answers) = self.forward_all(model);
+        let forward = started.elapsed().as_secs_f64();
         let reads = Reads::new(self.plan);
 
         // Read back what the evaluation needs, in one transaction: per measured tensor what the
@@ -98,6 +113,10 @@ impl Probing<'_> {
             quantile_rows: Vec::new(),
             sample_rows: Vec::new(),
             readback_bytes,
+            timing: EvaluationTiming {
+                forward,
+                ..EvaluationTiming::default()
+            },
         };
         for m in &measured {
             let reduced = match self.reduction {
@@ -109,6 +128,7 @@ impl Probing<'_> {
         for probe in self.sets {
             self.push_answer_rows(&mut eval, probe, next());
         }
+        eval.timing.reduce = started.elapsed().as_secs_f64() - forward;
         eval
     }
 
@@ -122,7 +142,8 @@ impl Probing<'_> {
         tokens_seen: i64,
         wall_time: impl FnOnce() -> f64,
     ) -> Result<Evaluation> {
-        let eval = self.evaluate(model);
+        let mut eval = self.evaluate(model);
+        let started = std::time::Instant::now();
         let (step, wall_time) = (step as i64, wall_time());
         dir.write_density(step, tokens_seen, wall_time, &eval.rows)?;
         if !eval.quantile_rows.is_empty() {
@@ -131,6 +152,7 @@ impl Probing<'_> {
         if !eval.sample_rows.is_empty() {
             dir.write_samples(step, &eval.sample_rows)?;
         }
+        eval.timing.write = started.elapsed().as_secs_f64();
         Ok(eval)
     }
 

@@ -276,9 +276,14 @@ impl TrainHooks for RunHooks<'_> {
         )?;
         self.write_train(step, train_rows)?;
         let seconds = t0.elapsed().as_secs_f64();
+        let timing = eval.timing;
         tracing::info!(
-            "step {step}: evaluated {} probe sets in {seconds:.2}s, {} rows, {} bytes read back",
+            "step {step}: evaluated {} probe sets in {seconds:.2}s (forward {:.2}s, metrics {:.2}s, \
+             writes {:.2}s), {} rows, {} bytes read back",
             p.probe_sets.len(),
+            timing.forward,
+            timing.reduce,
+            timing.write,
             eval.rows.len(),
             eval.readback_bytes
         );
@@ -288,6 +293,9 @@ impl TrainHooks for RunHooks<'_> {
             rows: eval.rows.len(),
             readback_bytes: eval.readback_bytes,
             seconds,
+            forward_seconds: timing.forward,
+            reduce_seconds: timing.reduce,
+            write_seconds: timing.write,
         });
         self.write_manifest()?;
         if self.first.is_none() {

@@ -185,6 +185,14 @@ pub struct EvaluationRecord {
     /// Bytes read back from the device for this evaluation.
     pub readback_bytes: u64,
     pub seconds: f64,
+    /// Of `seconds`: the forward passes, the metrics (with the read-back) and the table writes
+    /// (absent in manifests written before they were recorded).
+    #[serde(default)]
+    pub forward_seconds: f64,
+    #[serde(default)]
+    pub reduce_seconds: f64,
+    #[serde(default)]
+    pub write_seconds: f64,
 }
 
 /// The hash of config.yaml's text that the manifest records.
