@@ -174,9 +174,20 @@ fn round_trip(name: &str) {
         "{file}: probe tables"
     );
 
-    let stdout = ok(&densitrace(&["report", run_arg]), &format!("{file}: report"));
-    for made in ["summary.parquet", "gap.parquet", "ood.parquet", "index.html"] {
-        assert!(run.join("report").join(made).is_file(), "{file}: report made no {made}: {stdout}");
+    let stdout = ok(
+        &densitrace(&["report", run_arg]),
+        &format!("{file}: report"),
+    );
+    for made in [
+        "summary.parquet",
+        "gap.parquet",
+        "ood.parquet",
+        "index.html",
+    ] {
+        assert!(
+            run.join("report").join(made).is_file(),
+            "{file}: report made no {made}: {stdout}"
+        );
     }
 }
 
