@@ -303,16 +303,9 @@ fn kernel_rows(device: &Device, on_device: bool, quick: bool, repeats: usize) ->
     rows
 }
 
-/// Runs `yaml` shortened to `steps` (probes at step 0 and `steps`, no checkpoints) on `choice`,
-/// and reads its throughput and evaluation time back from the run's tables.
-fn training_row(
-    model: &str,
-    yaml: &str,
-    choice: DeviceChoice,
-    steps: usize,
-    warmup_steps: usize,
-) -> Result<TrainingRow> {
-    let full = Config::from_yaml(yaml, model, &[])?;
+/// `yaml` on `choice` for `steps` steps, every step logged, evaluated at step 0 and the last
+/// step only, without checkpoints.
+fn shortened(yaml: &str, model: &str, choice: DeviceChoice, steps: usize) -> Result<Config> {
     let device = serde_json::to_value(choice)?;
     let overrides: Vec<String> = vec![
         format!(
@@ -324,8 +317,22 @@ fn training_row(
         "probes.log_spaced=false".into(),
         "train.log_every=1".into(),
         "checkpoint.every=0".into(),
+        "checkpoint.log_spaced=false".into(),
     ];
-    let config = Config::from_yaml(yaml, model, &overrides)?;
+    Ok(Config::from_yaml(yaml, model, &overrides)?)
+}
+
+/// Runs `yaml` shortened to `steps` (probes at step 0 and `steps`, no checkpoints) on `choice`,
+/// and reads its throughput and evaluation time back from the run's tables.
+fn training_row(
+    model: &str,
+    yaml: &str,
+    choice: DeviceChoice,
+    steps: usize,
+    warmup_steps: usize,
+) -> Result<TrainingRow> {
+    let full = Config::from_yaml(yaml, model, &[])?;
+    let config = shortened(yaml, model, choice, steps)?;
     let dir = std::env::temp_dir().join(format!("densitrace-bench-{}-{model}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let stop = AtomicBool::new(false);
@@ -516,5 +523,23 @@ impl BenchReport {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both timed models' shortened configs validate on every device choice (the full bench
+    /// times gpu-medium, which CI's `--quick` does not reach).
+    #[test]
+    fn the_timed_configs_shorten_to_valid_runs() {
+        for (model, yaml) in [("quickstart", QUICKSTART), ("gpu-medium", GPU_MEDIUM)] {
+            for choice in [DeviceChoice::Auto, DeviceChoice::Wgpu, DeviceChoice::Cpu] {
+                let config = shortened(yaml, model, choice, 30).unwrap();
+                assert_eq!(config.train.steps, 30);
+                assert_eq!(config.checkpoint.every, 0);
+            }
+        }
     }
 }
