@@ -14,6 +14,7 @@ use std::sync::Once;
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::load::{Key, Set, Unit};
 use super::stats::{self, Estimate};
@@ -312,33 +313,27 @@ pub fn draw_layers(
         .filter(|v| v.is_finite())
         .fold(0.0_f64, f64::max)
         .max(1e-12);
+    let (columns_n, rows_n) = (columns.len() as f64, rows.len() as f64);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 16))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(170)
-        .build_cartesian_2d(
-            // An integer range is inclusive in plotters: 0..n - 1 gives n segments.
-            (0..columns.len() - 1).into_segmented(),
-            (0..rows.len() - 1).into_segmented(),
-        )
+        .build_cartesian_2d(0.0..columns_n, 0.0..rows_n)
         .map_err(draw_err)?;
     chart
         .configure_mesh()
         .disable_mesh()
-        .label_style((FONT, 13))
-        .x_labels(columns.len())
-        .y_labels(rows.len())
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => columns.get(*i).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
-        .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => rows.get(*i).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
+        .x_labels(0)
+        .y_labels(0)
         .draw()
         .map_err(draw_err)?;
+    let centred = |size: u32, h: HPos| {
+        (FONT, size)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(h, VPos::Center))
+    };
     for (&(row, column), e) in gaps {
         // Blue for denser than id, red for sparser (as the metric reads), white at 0.
         let t = (e.value / scale).clamp(-1.0, 1.0);
@@ -348,15 +343,10 @@ pub fn draw_layers(
         } else {
             RGBColor(toward(31), toward(119), toward(180))
         };
+        let (x, y) = (column as f64, row as f64);
         chart
             .draw_series(std::iter::once(Rectangle::new(
-                [
-                    (SegmentValue::Exact(column), SegmentValue::Exact(row)),
-                    (
-                        SegmentValue::Exact(column + 1),
-                        SegmentValue::Exact(row + 1),
-                    ),
-                ],
+                [(x, y), (x + 1.0, y + 1.0)],
                 color.filled(),
             )))
             .map_err(draw_err)?;
@@ -364,16 +354,29 @@ pub fn draw_layers(
         chart
             .draw_series(std::iter::once(Text::new(
                 format!("{:+.4}{mark}", e.value),
-                (SegmentValue::CenterOf(column), SegmentValue::CenterOf(row)),
-                (FONT, 12)
-                    .into_font()
-                    .color(&BLACK)
-                    .pos(plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Center,
-                        plotters::style::text_anchor::VPos::Center,
-                    )),
+                (x + 0.5, y + 0.5),
+                centred(12, HPos::Center),
             )))
             .map_err(draw_err)?;
+    }
+    // Row and column names beside the axes, in pixels (outside the plotting area).
+    for (i, name) in rows.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(0.0, i as f64 + 0.5));
+        root.draw(&Text::new(
+            name.clone(),
+            (px - 8, py),
+            centred(13, HPos::Right),
+        ))
+        .map_err(draw_err)?;
+    }
+    for (i, name) in columns.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+        root.draw(&Text::new(
+            name.clone(),
+            (px, py + 14),
+            centred(13, HPos::Center),
+        ))
+        .map_err(draw_err)?;
     }
     root.present().map_err(draw_err)?;
     Ok(())
