@@ -140,38 +140,39 @@ impl ModuleVisitor for SquaredNorm<'_> {
     }
 }
 
-/// Multiplies every gradient of a module's float parameters by `factor`.
+/// Multiplies every gradient of a module's float parameters by `factor` (`[1]`, on the device).
 struct ScaleGrads<'a> {
     grads: &'a mut GradientsParams,
-    factor: f64,
+    factor: Tensor<1>,
 }
 
 impl ModuleVisitor for ScaleGrads<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(grad) = self.grads.remove::<D>(param.id) {
-            self.grads.register(param.id, grad.mul_scalar(self.factor));
+            let factor = self.factor.clone().unsqueeze::<D>();
+            self.grads.register(param.id, grad * factor);
         }
     }
 }
 
 /// PyTorch's `torch.nn.utils.clip_grad_norm_` (nanoGPT's clipping): the L2 norm of all of
-/// `model`'s gradients together; when `max_norm` > 0 and the norm is above it, every gradient is
-/// scaled by max_norm / (norm + 1e-6). Returns the norm before clipping (one read-back).
-pub fn clip_global_norm(model: &impl Module, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+/// `model`'s gradients together; when `max_norm` > 0, every gradient is scaled by
+/// min(1, max_norm / (norm + 1e-6)). As in PyTorch, the factor stays on the device, so clipping
+/// never waits for it; returns the norm before clipping (`[1]`, on the device; `None` without
+/// gradients), for the caller to read when it logs.
+pub fn clip_global_norm(
+    model: &impl Module,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> Option<Tensor<1>> {
     let mut squared = SquaredNorm { grads, sum: None };
     model.visit(&mut squared);
-    let Some(sum) = squared.sum else {
-        return 0.0;
-    };
-    let norm = (sum.into_scalar::<f32>() as f64).sqrt();
-    let coef = max_norm / (norm + 1e-6);
-    if max_norm > 0.0 && coef < 1.0 {
-        model.visit(&mut ScaleGrads {
-            grads,
-            factor: coef,
-        });
+    let norm = squared.sum?.sqrt();
+    if max_norm > 0.0 {
+        let factor = (norm.clone().add_scalar(1e-6).recip() * max_norm).clamp_max(1.0);
+        model.visit(&mut ScaleGrads { grads, factor });
     }
-    norm
+    Some(norm)
 }
 
 /// Trains from `start` to `train.steps`, or until `stop` is set or the loss diverges.
@@ -227,9 +228,15 @@ pub fn train(
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         let grad_norm = clip_global_norm(&model, &mut grads, t.grad_clip);
         let lr = learning_rate(t, step);
+        let logged = step % t.log_every == 0 || step == t.steps;
+        // Read only when the row is logged: a read-back waits for the device.
+        let grad_norm = match grad_norm.filter(|_| logged) {
+            Some(norm) => norm.into_scalar::<f32>() as f64,
+            None => f64::NAN,
+        };
         model = optimizer.step(lr, model, grads);
 
-        if step % t.log_every == 0 || step == t.steps {
+        if logged {
             let tokens = (tokens_seen(config, step) - tokens_seen(config, window.1)) as f64;
             let tokens_per_s = tokens / window.0.elapsed().as_secs_f64();
             window = (Instant::now(), step);
@@ -360,7 +367,9 @@ mod tests {
         for max_norm in [1.0, 1e6, 0.0] {
             let (mut grads, fills, squares) = filled(&model);
             assert!(fills.len() > 10, "every parameter has a gradient");
-            let norm = clip_global_norm(&model, &mut grads, max_norm);
+            let norm = clip_global_norm(&model, &mut grads, max_norm)
+                .unwrap()
+                .into_scalar::<f32>() as f64;
             let want = squares.sqrt();
             assert!((norm - want).abs() <= 1e-5 * want, "{norm} vs {want}");
             let factor = if max_norm > 0.0 && max_norm < want {

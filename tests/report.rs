@@ -533,10 +533,11 @@ fn bad_input_exits_2_and_writes_nothing() {
         );
         assert!(!run.join("report").exists());
     }
-    // An output folder that is something else is not replaced.
+    // An output folder that is something else is not replaced, even one with an index.html.
     let other = tmp.path().join("other");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("keep.txt"), "mine").unwrap();
+    std::fs::write(other.join("index.html"), "<p>mine</p>").unwrap();
     let (code, stderr) = run_cli(&[
         "report",
         run.to_str().unwrap(),

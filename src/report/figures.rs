@@ -335,7 +335,7 @@ pub fn draw_layers(
             .pos(Pos::new(h, VPos::Center))
     };
     for (&(row, column), e) in gaps {
-        // Blue for denser than id, red for sparser (as the metric reads), white at 0.
+        // Red where the shifted set reads higher than id, blue where lower, white at 0.
         let t = (e.value / scale).clamp(-1.0, 1.0);
         let toward = |c: u8| (255.0 - (255.0 - c as f64) * t.abs()).round() as u8;
         let color = if t >= 0.0 {

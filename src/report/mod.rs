@@ -29,6 +29,9 @@ use load::{Set, Unit};
 use stats::{Bootstrap, Estimate};
 use tables::Tables;
 
+/// The file that marks a folder as a report, so `report` only ever replaces its own output.
+const MARKER: &str = ".densitrace-report";
+
 /// What to report and how.
 pub struct ReportRequest<'a> {
     pub dir: &'a Path,
@@ -85,10 +88,12 @@ pub fn report(request: &ReportRequest) -> Result<ReportOutcome> {
         .out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| request.dir.join("report"));
-    if out.exists() && !out.join("index.html").is_file() {
+    if out.exists() && !out.join(MARKER).is_file() {
         return Err(InputError::File {
             file: out.display().to_string(),
-            message: "exists and is not a report (no index.html); choose another -o".into(),
+            message: format!(
+                "exists and is not a densitrace report (no {MARKER}); choose another -o"
+            ),
         }
         .into());
     }
@@ -211,8 +216,7 @@ fn build(
             without_samples.join(", ")
         ));
     }
-    let single_run_without_samples = source.units.len() == 1 && !without_samples.is_empty();
-    if single_run_without_samples {
+    if source.units.len() == 1 && !without_samples.is_empty() {
         missing.push(
             "intervals of this single run: they come from its samples/ table, which it did not \
              write (set probes.per_sample); sweep several seeds for intervals across seeds"
@@ -244,8 +248,11 @@ fn build(
                 "band: 95% interval over".into(),
                 format!("{seeds} seeds (bootstrap)"),
             ]
-        } else if single_run_without_samples {
-            vec!["one seed; no band".into()]
+        } else if !runs[0].tables.samples.keys().any(|k| selection.matches(k)) {
+            vec![
+                "one seed; no band (no".into(),
+                "samples/ at this site)".into(),
+            ]
         } else {
             vec![
                 "one seed; band: bootstrap".into(),
@@ -316,7 +323,15 @@ fn build(
             let file = format!("auroc-{slug}.png");
             chart(
                 format!("{cell_title}: {what}, as a detector of each shifted set"),
-                "AUROC (> 0.5: sparser means shifted)".into(),
+                match selection
+                    .metric
+                    .parse::<MetricSpec>()
+                    .ok()
+                    .and_then(|m| m.sparser_when_higher())
+                {
+                    Some(_) => "AUROC (> 0.5: sparser means shifted)".into(),
+                    None => "AUROC (> 0.5: higher means shifted)".into(),
+                },
                 Some(0.5),
             )
             .draw(&dir.join(&file), &auroc)?;
@@ -343,6 +358,7 @@ fn build(
     let headline = headline_table(tables, selection);
     let html = index_html(request, source, selection, &headline, &figures, &missing);
     crate::rundir::write_atomic(&dir.join("index.html"), html.as_bytes())?;
+    crate::rundir::write_atomic(&dir.join(MARKER), b"made by densitrace report\n")?;
     files.push("index.html".into());
     Ok((files, missing, headline))
 }
