@@ -29,7 +29,6 @@ use crate::device;
 use crate::kernels::{self, reference};
 use crate::metrics::{Columns, MetricSpec};
 use crate::run::{self, Destination};
-use crate::rundir::{MANIFEST, Manifest};
 
 /// The shipped configs whose models are timed (embedded, so the binary benches anywhere).
 const QUICKSTART: &str = include_str!("../experiments/quickstart.yaml");
@@ -343,8 +342,7 @@ fn training_row(
         &stop,
     );
     let measured = outcome.and_then(|_| {
-        let manifest: Manifest =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(MANIFEST))?)?;
+        let manifest = crate::rundir::read_manifest(&dir)?;
         let train = crate::report::load::read_train(&dir)?;
         Ok((manifest, train))
     });
@@ -369,13 +367,11 @@ fn training_row(
         .last()
         .context("the run recorded no evaluation")?;
     let schedule_steps = full.train.steps;
-    let schedule_evaluations = 1
-        + (1..=schedule_steps)
-            .filter(|&s| {
-                s == schedule_steps
-                    || crate::train::scheduled(s, full.probes.every, full.probes.log_spaced)
-            })
-            .count();
+    // The full config's own schedule: step 0, every `probes.every` (and the log-spaced steps),
+    // and the last step.
+    let schedule_evaluations = (0..=schedule_steps)
+        .filter(|&s| crate::train::is_eval_step(&full, s))
+        .count();
     let evaluation_s = last.seconds;
     let instrumentation_share =
         schedule_evaluations as f64 * evaluation_s / (schedule_steps as f64 * ms_per_step / 1e3);

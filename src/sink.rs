@@ -254,15 +254,21 @@ impl RunDir {
     }
 
     fn write_parquet(&self, table: Table, step: i64, batch: &RecordBatch) -> Result<PathBuf> {
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build();
-        let mut buffer = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
-        writer.write(batch)?;
-        writer.close()?;
         let path = self.root.join(table.part(step as usize));
-        write_atomic(&path, &buffer)?;
+        write_parquet(&path, batch)?;
         Ok(path)
     }
+}
+
+/// `batch` as one Snappy-compressed Parquet file at `path`, written atomically (every table the
+/// project writes, the report's included).
+pub fn write_parquet(path: &std::path::Path, batch: &RecordBatch) -> Result<()> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    write_atomic(path, &buffer)
 }

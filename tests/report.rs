@@ -190,15 +190,26 @@ fn brute_force_auroc(id: &[f64], shifted: &[f64]) -> f64 {
     wins / (id.len() * shifted.len()) as f64
 }
 
-fn sample_values(run: &Path, step: i64, probe: &str, level: f64, metric: &str) -> Vec<f64> {
-    let want = [
+/// The key columns of one row at final.norm, last: (step, probe, metric).
+fn at(step: i64, probe: &str, metric: &str) -> Vec<(&'static str, Cell)> {
+    vec![
         ("step", Cell::I(step)),
         ("probe", s(probe)),
-        ("shift_level", Cell::F(level)),
         ("site", s("final.norm")),
         ("position", s("last")),
         ("metric", s(metric)),
-    ];
+    ]
+}
+
+/// `at`, and the shift level.
+fn at_level(step: i64, probe: &str, level: f64, metric: &str) -> Vec<(&'static str, Cell)> {
+    let mut key = at(step, probe, metric);
+    key.push(("shift_level", Cell::F(level)));
+    key
+}
+
+fn sample_values(run: &Path, step: i64, probe: &str, level: f64, metric: &str) -> Vec<f64> {
+    let want = at_level(step, probe, level, metric);
     let mut v: Vec<(i64, f64)> = rows(&run.join("samples"))
         .iter()
         .filter(|r| has(r, &want))
@@ -212,14 +223,7 @@ fn sample_values(run: &Path, step: i64, probe: &str, level: f64, metric: &str) -
 }
 
 fn density_value(run: &Path, step: i64, probe: &str, level: f64, metric: &str) -> f64 {
-    let want = [
-        ("step", Cell::I(step)),
-        ("probe", s(probe)),
-        ("shift_level", Cell::F(level)),
-        ("site", s("final.norm")),
-        ("position", s("last")),
-        ("metric", s(metric)),
-    ];
+    let want = at_level(step, probe, level, metric);
     let found: Vec<f64> = rows(&run.join("density"))
         .iter()
         .filter(|r| has(r, &want))
@@ -284,19 +288,7 @@ fn a_sweep_report_agrees_with_the_runs_own_tables() {
         .collect();
     let gap: Vec<Row> = rows(&report.join("gap.parquet"))
         .into_iter()
-        .filter(|r| {
-            has(
-                r,
-                &[
-                    ("step", Cell::I(40)),
-                    ("probe", s("corrupt")),
-                    ("shift_level", Cell::F(0.5)),
-                    ("site", s("final.norm")),
-                    ("position", s("last")),
-                    ("metric", s(metric)),
-                ],
-            )
-        })
+        .filter(|r| has(r, &at_level(40, "corrupt", 0.5, metric)))
         .collect();
     assert_eq!(gap.len(), 1);
     let g = &gap[0];
@@ -327,15 +319,8 @@ fn a_sweep_report_agrees_with_the_runs_own_tables() {
     let shifted = sample_values(&cells[0], 40, "corrupt", 0.5, metric);
     assert_eq!((id.len(), shifted.len()), (24, 24));
     let ood = rows(&report.join("ood.parquet"));
-    let key = [
-        ("step", Cell::I(40)),
-        ("probe", s("corrupt")),
-        ("shift_level", Cell::F(0.5)),
-        ("site", s("final.norm")),
-        ("position", s("last")),
-        ("metric", s(metric)),
-        ("statistic", s("auroc")),
-    ];
+    let mut key = at_level(40, "corrupt", 0.5, metric);
+    key.push(("statistic", s("auroc")));
     let seed1: Vec<&Row> = ood
         .iter()
         .filter(|r| has(r, &key) && r["seed"] == Cell::I(1))
@@ -366,19 +351,7 @@ fn a_sweep_report_agrees_with_the_runs_own_tables() {
     let trend = rows(&report.join("trend.parquet"));
     let t: Vec<&Row> = trend
         .iter()
-        .filter(|r| {
-            has(
-                r,
-                &[
-                    ("step", Cell::I(40)),
-                    ("probe", s("corrupt")),
-                    ("site", s("final.norm")),
-                    ("position", s("last")),
-                    ("metric", s(metric)),
-                    ("over", s("level_means")),
-                ],
-            )
-        })
+        .filter(|r| has(r, &at(40, "corrupt", metric)) && r["over"] == s("level_means"))
         .collect();
     assert_eq!(t.len(), 1);
     assert_eq!(t[0]["levels"], Cell::I(3));
@@ -408,18 +381,7 @@ fn a_sweep_report_agrees_with_the_runs_own_tables() {
     let summary = rows(&report.join("summary.parquet"));
     let row: Vec<&Row> = summary
         .iter()
-        .filter(|r| {
-            has(
-                r,
-                &[
-                    ("step", Cell::I(0)),
-                    ("probe", s("id")),
-                    ("site", s("final.norm")),
-                    ("position", s("last")),
-                    ("metric", s(metric)),
-                ],
-            )
-        })
+        .filter(|r| has(r, &at(0, "id", metric)))
         .collect();
     assert_eq!(row.len(), 1);
     let want = cells

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use anyhow::{Result, anyhow};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -23,6 +24,10 @@ const FONT: &str = "sans-serif";
 const SIZE: (u32, u32) = (1100, 620);
 /// Width of the legend column to the right of a line chart.
 const LEGEND: u32 = 190;
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+/// The whole image, its plot and its legend column.
+type Canvas<'a> = (Area<'a>, Area<'a>, Area<'a>);
 
 fn register_font() {
     static ONCE: Once = Once::new();
@@ -155,12 +160,58 @@ impl LineChart<'_> {
         }
     }
 
-    pub fn draw(&self, path: &Path, series: &[Series]) -> Result<()> {
+    /// A white canvas of `SIZE` at `path`, split into the plot and the legend column.
+    fn canvas(path: &Path) -> Result<Canvas<'_>> {
         register_font();
         let root = BitMapBackend::new(path, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         let (plot, legend) = root.split_horizontally(SIZE.0 - LEGEND);
+        Ok((root, plot, legend))
+    }
 
+    /// The chart's axes over `x` (already mapped by `self.x`) and `y`, with the title, the step
+    /// axis and `y_desc`; `y_digits` fixes the y labels' decimals.
+    fn axes<'b, 'a: 'b>(
+        &self,
+        plot: &'b Area<'a>,
+        (x0, x1): (f64, f64),
+        (y0, y1): (f64, f64),
+        y_digits: Option<usize>,
+    ) -> Result<ChartContext<'b, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>>
+    {
+        let mut chart = ChartBuilder::on(plot)
+            .caption(&self.title, (FONT, 17))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(76)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(draw_err)?;
+        let log_x = self.log_x;
+        let step_label = |x: &f64| {
+            let step = if log_x { 10f64.powf(*x) - 1.0 } else { *x };
+            format!("{:.0}", step)
+        };
+        let y_label = |y: &f64| format!("{y:.*}", y_digits.unwrap_or(0));
+        let mut mesh = chart.configure_mesh();
+        mesh.light_line_style(WHITE.mix(0.0))
+            .x_desc(if log_x {
+                "training step (log scale)"
+            } else {
+                "training step"
+            })
+            .y_desc(&self.y_desc)
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 15))
+            .x_label_formatter(&step_label);
+        if y_digits.is_some() {
+            mesh.y_label_formatter(&y_label);
+        }
+        mesh.draw().map_err(draw_err)?;
+        Ok(chart)
+    }
+
+    pub fn draw(&self, path: &Path, series: &[Series]) -> Result<()> {
+        let (root, plot, legend) = Self::canvas(path)?;
         let finite = |v: f64| v.is_finite().then_some(v);
         let xs = series
             .iter()
@@ -171,33 +222,7 @@ impl LineChart<'_> {
                 .flat_map(|p| [p.1.value, p.1.lo, p.1.hi].into_iter().filter_map(finite))
         });
         let (x0, x1) = bounds(xs, None);
-        let (y0, y1) = bounds(ys, self.reference);
-        let log_x = self.log_x;
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(&self.title, (FONT, 17))
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(76)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(draw_err)?;
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE.mix(0.0))
-            .x_desc(if log_x {
-                "training step (log scale)"
-            } else {
-                "training step"
-            })
-            .y_desc(&self.y_desc)
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .x_label_formatter(&|x| {
-                let step = if log_x { 10f64.powf(*x) - 1.0 } else { *x };
-                format!("{:.0}", step)
-            })
-            .y_label_formatter(&|y| format!("{y:.4}"))
-            .draw()
-            .map_err(draw_err)?;
+        let mut chart = self.axes(&plot, (x0, x1), bounds(ys, self.reference), Some(4))?;
         if let Some(r) = self.reference {
             chart
                 .draw_series(LineSeries::new(
@@ -384,7 +409,6 @@ pub fn draw_layers(
 
 /// The train loss of each run (thin) and, where every run logged the step, their mean (thick).
 pub fn draw_loss(path: &Path, title: &str, runs: &[&Unit], log_x: bool) -> Result<()> {
-    register_font();
     let styles = Styles {
         styles: BTreeMap::new(),
     };
@@ -396,35 +420,11 @@ pub fn draw_loss(path: &Path, title: &str, runs: &[&Unit], log_x: bool) -> Resul
         note: Vec::new(),
         styles: &styles,
     };
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(draw_err)?;
-    let (plot, legend) = root.split_horizontally(SIZE.0 - LEGEND);
+    let (root, plot, legend) = LineChart::canvas(path)?;
     let points = runs.iter().flat_map(|u| u.tables.train.iter());
-    let (x0, x1) = bounds(points.clone().map(|p| chart.x(p.step)), None);
-    let (y0, y1) = bounds(points.map(|p| p.loss).filter(|v| v.is_finite()), None);
-    let mut c = ChartBuilder::on(&plot)
-        .caption(title, (FONT, 17))
-        .margin(12)
-        .x_label_area_size(44)
-        .y_label_area_size(76)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(draw_err)?;
-    c.configure_mesh()
-        .light_line_style(WHITE.mix(0.0))
-        .x_desc(if log_x {
-            "training step (log scale)"
-        } else {
-            "training step"
-        })
-        .y_desc(&chart.y_desc)
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 15))
-        .x_label_formatter(&|x| {
-            let step = if log_x { 10f64.powf(*x) - 1.0 } else { *x };
-            format!("{:.0}", step)
-        })
-        .draw()
-        .map_err(draw_err)?;
+    let x = bounds(points.clone().map(|p| chart.x(p.step)), None);
+    let y = bounds(points.map(|p| p.loss).filter(|v| v.is_finite()), None);
+    let mut c = chart.axes(&plot, x, y, None)?;
     let mut labels = Vec::new();
     for (i, run) in runs.iter().enumerate() {
         let (r, g, b) = PALETTE[i % PALETTE.len()];

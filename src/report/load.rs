@@ -13,7 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::config::Config;
 use crate::error::InputError;
-use crate::rundir::{CONFIG, MANIFEST, Manifest, Table};
+use crate::rundir::{CONFIG, MANIFEST, Table};
 use crate::sweep::{CellState, SWEEP_JSON, SweepDir};
 
 /// A shift level, ordered (levels are finite; `total_cmp` orders them as numbers).
@@ -161,15 +161,7 @@ pub fn read(dir: &Path) -> Result<Source> {
 }
 
 fn read_run(dir: &Path, cell: String) -> Result<Unit> {
-    let manifest_path = dir.join(MANIFEST);
-    let text = std::fs::read_to_string(&manifest_path).map_err(|e| InputError::File {
-        file: manifest_path.display().to_string(),
-        message: format!("cannot read: {e}"),
-    })?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| InputError::File {
-        file: manifest_path.display().to_string(),
-        message: format!("not a densitrace manifest: {e}"),
-    })?;
+    let manifest = crate::rundir::read_manifest(dir)?;
     let config = Config::load(&dir.join(CONFIG), &[])?;
     let tables = RunTables {
         density: read_density(dir)?,

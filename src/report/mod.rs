@@ -465,7 +465,7 @@ fn headline_table(tables: &Tables, selection: &Selection) -> String {
         "{:<24} {:<16} {:>6} {:>6}  {:<34} {:<30}",
         "cell", "probe", "step", "seeds", "gap to id [95% interval]", "AUROC [95% interval]"
     );
-    for (cell, rows) in group_by_cell(&tables.gap, |r| &r.cell) {
+    for (cell, rows) in tables::by_cell(&tables.gap, |r| &r.cell) {
         let rows: Vec<_> = rows
             .into_iter()
             .filter(|r| selection.matches(&r.key))
@@ -494,17 +494,6 @@ fn headline_table(tables: &Tables, selection: &Selection) -> String {
                 auroc
             );
         }
-    }
-    out
-}
-
-fn group_by_cell<'a, T>(
-    rows: &'a [T],
-    cell: impl Fn(&T) -> &String,
-) -> BTreeMap<String, Vec<&'a T>> {
-    let mut out: BTreeMap<String, Vec<&T>> = BTreeMap::new();
-    for r in rows {
-        out.entry(cell(r).clone()).or_default().push(r);
     }
     out
 }

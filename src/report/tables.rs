@@ -18,9 +18,6 @@ use arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow::datatypes::{Field, Schema};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 
 use super::load::{Key, Level, Set, Unit, Where};
@@ -108,11 +105,16 @@ pub struct Tables {
 
 /// The runs of each cell, in cell order.
 pub fn cells(units: &[Unit]) -> BTreeMap<String, Vec<&Unit>> {
-    let mut cells: BTreeMap<String, Vec<&Unit>> = BTreeMap::new();
-    for unit in units {
-        cells.entry(unit.cell.clone()).or_default().push(unit);
+    by_cell(units, |u| &u.cell)
+}
+
+/// `items` grouped by their cell, in cell order.
+pub fn by_cell<'a, T>(items: &'a [T], cell: impl Fn(&T) -> &str) -> BTreeMap<String, Vec<&'a T>> {
+    let mut out: BTreeMap<String, Vec<&T>> = BTreeMap::new();
+    for item in items {
+        out.entry(cell(item).to_string()).or_default().push(item);
     }
-    cells
+    out
 }
 
 /// The in-distribution set every shifted set is compared with: the set of family `none` named
@@ -460,8 +462,11 @@ impl Columns {
     }
     /// `cell`, then the key's columns in the density table's order (`with_level`: and its
     /// `shift_level`).
-    fn key<'a>(&mut self, cells: &[&'a str], keys: &[&'a Key], with_level: bool) {
-        self.strings("cell", cells.iter().copied());
+    /// `cell`, then the rows' key columns in the density table's order (`with_level`: and its
+    /// `shift_level`).
+    fn key<R: Row>(&mut self, rows: &[R], with_level: bool) {
+        self.strings("cell", rows.iter().map(|r| r.cell()));
+        let keys: Vec<&Key> = rows.iter().map(Row::key).collect();
         self.ints("step", keys.iter().map(|k| k.step));
         self.strings("probe", keys.iter().map(|k| k.set.probe.as_str()));
         self.strings("shift_family", keys.iter().map(|k| k.set.family.as_str()));
@@ -478,26 +483,51 @@ impl Columns {
         self.strings("position", keys.iter().map(|k| k.at.position.as_str()));
         self.strings("metric", keys.iter().map(|k| k.at.metric.as_str()));
     }
-    /// `value`, `lo`, `hi`, `seeds` and `interval`.
-    fn estimates(&mut self, value: &str, rows: &[(Estimate, usize, Interval)]) {
-        self.floats(value, rows.iter().map(|r| r.0.value));
-        self.floats("lo", rows.iter().map(|r| r.0.lo));
-        self.floats("hi", rows.iter().map(|r| r.0.hi));
-        self.ints("seeds", rows.iter().map(|r| r.1 as i64));
-        self.strings("interval", rows.iter().map(|r| r.2.name()));
+    /// `value` (named so), `lo`, `hi`, `seeds` and `interval` of the rows' estimates.
+    fn estimates<R: Row>(&mut self, value: &str, rows: &[R]) {
+        self.floats(value, rows.iter().map(|r| r.estimate().value));
+        self.floats("lo", rows.iter().map(|r| r.estimate().lo));
+        self.floats("hi", rows.iter().map(|r| r.estimate().hi));
+        self.ints("seeds", rows.iter().map(|r| r.seeds() as i64));
+        self.strings("interval", rows.iter().map(|r| r.interval().name()));
     }
     fn write(self, path: &Path) -> Result<()> {
         let batch = RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.arrays)?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build();
-        let mut buffer = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
-        writer.write(&batch)?;
-        writer.close()?;
-        crate::rundir::write_atomic(path, &buffer)
+        crate::sink::write_parquet(path, &batch)
     }
 }
+
+/// What every row of the four tables has: its cell, its key and an estimate with how it was made.
+trait Row {
+    fn cell(&self) -> &str;
+    fn key(&self) -> &Key;
+    fn estimate(&self) -> Estimate;
+    fn seeds(&self) -> usize;
+    fn interval(&self) -> Interval;
+}
+
+macro_rules! rows {
+    ($($t:ty),*) => {$(
+        impl Row for $t {
+            fn cell(&self) -> &str {
+                &self.cell
+            }
+            fn key(&self) -> &Key {
+                &self.key
+            }
+            fn estimate(&self) -> Estimate {
+                self.estimate
+            }
+            fn seeds(&self) -> usize {
+                self.seeds
+            }
+            fn interval(&self) -> Interval {
+                self.interval
+            }
+        }
+    )*};
+}
+rows!(SummaryRow, GapRow, OodRow, TrendRow);
 
 impl Tables {
     /// Writes `summary.parquet`, `gap.parquet`, `trend.parquet` and (if any run wrote samples)
@@ -506,28 +536,14 @@ impl Tables {
         let mut written = vec!["summary.parquet", "gap.parquet", "trend.parquet"];
 
         let mut c = Columns::new();
-        let cells: Vec<&str> = self.summary.iter().map(|r| r.cell.as_str()).collect();
-        let keys: Vec<&Key> = self.summary.iter().map(|r| &r.key).collect();
-        c.key(&cells, &keys, true);
-        let e: Vec<_> = self
-            .summary
-            .iter()
-            .map(|r| (r.estimate, r.seeds, r.interval))
-            .collect();
-        c.estimates("value", &e);
+        c.key(&self.summary, true);
+        c.estimates("value", &self.summary);
         c.write(&dir.join("summary.parquet"))?;
 
         let mut c = Columns::new();
-        let cells: Vec<&str> = self.gap.iter().map(|r| r.cell.as_str()).collect();
-        let keys: Vec<&Key> = self.gap.iter().map(|r| &r.key).collect();
-        c.key(&cells, &keys, true);
+        c.key(&self.gap, true);
         c.strings("reference", self.gap.iter().map(|r| r.reference.as_str()));
-        let e: Vec<_> = self
-            .gap
-            .iter()
-            .map(|r| (r.estimate, r.seeds, r.interval))
-            .collect();
-        c.estimates("gap", &e);
+        c.estimates("gap", &self.gap);
         c.push(
             "excludes_zero",
             Arc::new(BooleanArray::from_iter(
@@ -537,24 +553,15 @@ impl Tables {
         c.write(&dir.join("gap.parquet"))?;
 
         let mut c = Columns::new();
-        let cells: Vec<&str> = self.trend.iter().map(|r| r.cell.as_str()).collect();
-        let keys: Vec<&Key> = self.trend.iter().map(|r| &r.key).collect();
-        c.key(&cells, &keys, false);
+        c.key(&self.trend, false);
         c.strings("over", self.trend.iter().map(|r| r.over));
         c.ints("levels", self.trend.iter().map(|r| r.levels as i64));
-        let e: Vec<_> = self
-            .trend
-            .iter()
-            .map(|r| (r.estimate, r.seeds, r.interval))
-            .collect();
-        c.estimates("rho", &e);
+        c.estimates("rho", &self.trend);
         c.write(&dir.join("trend.parquet"))?;
 
         if !self.ood.is_empty() {
             let mut c = Columns::new();
-            let cells: Vec<&str> = self.ood.iter().map(|r| r.cell.as_str()).collect();
-            let keys: Vec<&Key> = self.ood.iter().map(|r| &r.key).collect();
-            c.key(&cells, &keys, true);
+            c.key(&self.ood, true);
             c.push_nullable(
                 "seed",
                 Arc::new(Int64Array::from_iter(
@@ -563,12 +570,7 @@ impl Tables {
             );
             c.strings("shifted_when", self.ood.iter().map(|r| r.shifted_when));
             c.strings("statistic", self.ood.iter().map(|r| r.statistic));
-            let e: Vec<_> = self
-                .ood
-                .iter()
-                .map(|r| (r.estimate, r.seeds, r.interval))
-                .collect();
-            c.estimates("value", &e);
+            c.estimates("value", &self.ood);
             c.floats("n_id", self.ood.iter().map(|r| r.n_id));
             c.floats("n_shifted", self.ood.iter().map(|r| r.n_shifted));
             c.write(&dir.join("ood.parquet"))?;

@@ -271,13 +271,7 @@ impl RunDir {
     }
 
     pub fn read_manifest(&self) -> Result<Manifest, InputError> {
-        let path = self.root.join(MANIFEST);
-        let bad = |message: String| InputError::File {
-            file: path.display().to_string(),
-            message,
-        };
-        let text = fs::read(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
-        serde_json::from_slice(&text).map_err(|e| bad(format!("not a run manifest: {e}")))
+        read_manifest(&self.root)
     }
 
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
@@ -495,6 +489,17 @@ pub fn load_probes(path: &Path, recorded: &str) -> Result<Vec<ProbeSet>, InputEr
         )));
     }
     Ok(stored.sets)
+}
+
+/// The manifest of the run in `run_dir`, for commands that only read a run (report, bench).
+pub fn read_manifest(run_dir: &Path) -> Result<Manifest, InputError> {
+    let path = run_dir.join(MANIFEST);
+    let bad = |message: String| InputError::File {
+        file: path.display().to_string(),
+        message,
+    };
+    let text = fs::read(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    serde_json::from_slice(&text).map_err(|e| bad(format!("not a run manifest: {e}")))
 }
 
 /// Writes `bytes` to `path` through `path.tmp`, fsynced before and after the rename.
