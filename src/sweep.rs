@@ -407,7 +407,7 @@ impl SweepDir {
             root: run_dir.clone(),
             run_id: String::new(),
         };
-        let mut command = Command::new(std::env::current_exe()?);
+        let mut command = Command::new(this_executable()?);
         // A cell's run treats a second SIGINT/SIGTERM as the first: a Ctrl-C on the terminal
         // reaches it and the sweep forwards SIGTERM too, and it must still checkpoint.
         command.env(SUPERVISED_ENV, "1");
@@ -720,6 +720,19 @@ pub fn status_table(dir: &SweepDir) -> Result<String> {
         counts.join(", ")
     ));
     Ok(out)
+}
+
+/// The binary every local cell runs: the sweep's own. On Linux that is `/proc/self/exe`, which
+/// still names this process's binary after the file on disk was rebuilt or removed (a
+/// `cargo build` during a sweep would otherwise leave every later cell unable to start); else
+/// the path it was started from.
+fn this_executable() -> std::io::Result<PathBuf> {
+    let own = Path::new("/proc/self/exe");
+    if own.exists() {
+        Ok(own.to_path_buf())
+    } else {
+        std::env::current_exe()
+    }
 }
 
 /// Writes `slurm.sbatch`: a job array with one task a cell, at most `max_parallel` at once, each

@@ -193,6 +193,45 @@ fn a_local_sweep_runs_every_cell_as_an_ordinary_run() {
 }
 
 #[test]
+fn a_sweep_keeps_running_its_own_binary_after_the_file_is_replaced() {
+    // What `cargo build` does to a sweep started from target/release: the binary's file goes
+    // away while cells are still to start. Every cell must still run, with the sweep's binary.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write_sweep(tmp.path(), SWEEP);
+    let out = tmp.path().join("out");
+    let copy = tmp.path().join("densitrace-copy");
+    let original = match std::env::var_os("DENSITRACE_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_densitrace")),
+    };
+    std::fs::copy(&original, &copy).unwrap();
+    let child = std::process::Command::new(&copy)
+        .args(["sweep", file.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--jobs", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dir = wait_for(&out, "the first cell to start", |d| {
+        d.join("sweep.json").exists() && states(d)[0] == "running"
+    });
+    std::fs::remove_file(&copy).unwrap();
+    let after = states(&dir);
+    assert!(
+        after.iter().any(|s| s == "pending"),
+        "cells were still to start when the binary went: {after:?}"
+    );
+    let done = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success() && stdout.contains("cells: 4 done"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(states(&sweep_dir(&out)), ["done"; 4]);
+}
+
+#[test]
 fn a_killed_sweep_resumes_every_cell_to_the_same_tables() {
     let tmp = tempfile::tempdir().unwrap();
     let reference = local_sweep(tmp.path(), "reference");
@@ -496,6 +535,8 @@ fn shipped_sweeps_resolve_and_their_cells_run() {
             "probes.every=4",
             "--set",
             "device=cpu",
+            "--set",
+            "probes.samples=64",
             "--slurm",
             "--dry-run",
         ]);
