@@ -95,8 +95,11 @@ impl Probing<'_> {
                 Reduction::Reference => transaction.register(m.vectors.clone()),
             };
         }
-        for a in &answers {
-            transaction = transaction.register(a.clone());
+        for (stats, losses) in &answers {
+            transaction = transaction.register(stats.clone());
+            if let Some(losses) = losses {
+                transaction = transaction.register(losses.clone());
+            }
         }
         let data = transaction.execute();
         let readback_bytes = data.iter().map(|d| d.as_bytes().len() as u64).sum();
@@ -125,8 +128,11 @@ impl Probing<'_> {
             };
             self.push_rows(&mut eval, m, &reads.cols, reduced);
         }
-        for probe in self.sets {
+        for (probe, (_, losses)) in self.sets.iter().zip(&answers) {
             self.push_answer_rows(&mut eval, probe, next());
+            if losses.is_some() {
+                self.push_loss_samples(&mut eval, probe, next());
+            }
         }
         eval.timing.reduce = started.elapsed().as_secs_f64() - forward;
         eval
@@ -156,15 +162,19 @@ impl Probing<'_> {
         Ok(eval)
     }
 
-    /// The forward passes: every probe set's site tensors at every configured position, and its
-    /// answer statistics (`answer_stats`), all still on the device.
-    fn forward_all(&self, model: &Gpt) -> (Vec<Measured>, Vec<Tensor<1>>) {
+    /// The forward passes: every probe set's site tensors at every configured position, its
+    /// answer statistics (`answer_stats`) and, when any site writes samples, each sample's
+    /// next-token loss (the baseline detector a density score is compared with), all still on
+    /// the device.
+    fn forward_all(&self, model: &Gpt) -> (Vec<Measured>, Vec<(Tensor<1>, Option<Tensor<1>>)>) {
         let mut measured = Vec::new();
         let mut answers = Vec::new();
         for (p, probe) in self.sets.iter().enumerate() {
             let (logits, losses, sites) = forward(model, probe, self.batch_tokens, self.device);
             let scores = option_scores(model, probe, &logits, self.batch_tokens, self.device);
-            answers.push(answer_stats(logits, losses, scores, probe, self.device));
+            let sample_losses = self.plan.per_sample.any().then(|| losses.clone());
+            let stats = answer_stats(logits, losses, scores, probe, self.device);
+            answers.push((stats, sample_losses));
             for site in named_sites(sites, &self.plan.sites, self.layers) {
                 for &position in &self.plan.positions {
                     let vectors = vectors_at(&site.acts, position, probe.last_index());
@@ -248,6 +258,28 @@ impl Probing<'_> {
                 value: value as f64,
                 std: std as f64,
                 n,
+            });
+        }
+    }
+
+    /// Each sample's next-token loss as `samples` rows of the `logits` site (layer and position
+    /// as its mean in `push_answer_rows`), so `report` can score loss as an OOD detector beside
+    /// the density metrics.
+    fn push_loss_samples(&self, eval: &mut Evaluation, probe: &ProbeSet, losses: Vec<f32>) {
+        let key = RowKey {
+            probe: probe.name.clone(),
+            shift_family: probe.family.name(),
+            shift_level: probe.level,
+            layer: self.layers as i32,
+            site: LOGITS_SITE.into(),
+            position: Position::Last.name(),
+            metric: LogitsMetric::NextTokenLoss.name().into(),
+        };
+        for (vector, &loss) in losses.iter().enumerate() {
+            eval.sample_rows.push(SampleRow {
+                key: key.clone(),
+                vector: vector as i64,
+                value: loss as f64,
             });
         }
     }

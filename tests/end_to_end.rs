@@ -284,10 +284,11 @@ fn a_wgpu_run_trains_and_measures_with_the_kernels() {
     // (mean, std, n and 5 quantiles) plus 3 active-fraction statistics; per set and position, the
     // covariance of each site for rankme (widths 16, 32 and 16); 6 logits floats per set (mean
     // and std of next_token_loss, answer_loss, answer_acc); and per set, the per-vector table of
-    // final.norm at last (the default probes.per_sample): 16 vectors x 10 columns.
+    // final.norm at last (the default probes.per_sample): 16 vectors x 10 columns, and each of
+    // the 16 samples' next-token loss.
     let per_measured = 10 * (3 + 5) + 3;
     let covariances = 2 * (16 * 16 + 32 * 32 + 16 * 16);
-    let samples = 16 * 10;
+    let samples = 16 * 10 + 16;
     let bytes = manifest["evaluations"][0]["readback_bytes"]
         .as_u64()
         .unwrap();
@@ -402,8 +403,34 @@ fn dump_and_per_sample_output_reproduce_the_density_table() {
         (mean - table_hoyer).abs() <= 1e-12,
         "{mean} vs {table_hoyer}"
     );
-    // 4 sets x 3 sites x (16 + 48 vectors) x 4 per-vector metrics.
-    assert_eq!(samples.num_rows(), 4 * 3 * 64 * 4);
+    // Each sample's next-token loss: 16 per set, averaging to the density table's loss.
+    let losses: Vec<f64> = (0..samples.num_rows())
+        .filter(|&i| {
+            strings(&samples, "probe").value(i) == "hops"
+                && floats(&samples, "shift_level").value(i) == 2.0
+                && strings(&samples, "site").value(i) == "logits"
+                && strings(&samples, "metric").value(i) == "next_token_loss"
+        })
+        .map(|i| floats(&samples, "value").value(i))
+        .collect();
+    assert_eq!(losses.len(), 16);
+    let loss_row = (0..density.num_rows())
+        .find(|&i| {
+            strings(&density, "probe").value(i) == "hops"
+                && floats(&density, "shift_level").value(i) == 2.0
+                && strings(&density, "site").value(i) == "logits"
+                && strings(&density, "metric").value(i) == "next_token_loss"
+        })
+        .unwrap();
+    let table_loss = floats(&density, "value").value(loss_row);
+    let mean_loss = losses.iter().sum::<f64>() / 16.0;
+    assert!(
+        (mean_loss - table_loss).abs() <= 1e-5 * table_loss,
+        "{mean_loss} vs {table_loss}"
+    );
+    assert!(losses.iter().any(|&l| (l - mean_loss).abs() > 1e-3), "one loss per sample");
+    // 4 sets x 3 sites x (16 + 48 vectors) x 4 per-vector metrics, and 4 sets x 16 losses.
+    assert_eq!(samples.num_rows(), 4 * 3 * 64 * 4 + 4 * 16);
 
     for (args, needle) in [
         (vec!["--probe", "hops", "--site", "final.norm"], "--level"),

@@ -252,6 +252,7 @@ fn a_sweep_report_agrees_with_the_runs_own_tables() {
         "density-base.png",
         "gap-base.png",
         "auroc-base.png",
+        "auroc-loss-base.png",
         "layers-base.png",
         "loss-base.png",
         "index.html",
@@ -346,6 +347,40 @@ fn a_sweep_report_agrees_with_the_runs_own_tables() {
         .collect();
     assert_eq!(per_seed.len(), 3);
     assert!((across[0]["value"].f() - per_seed.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+
+    // The baseline detector: each sample's next-token loss, higher loss scored as shifted, over
+    // every pair of the loss samples.
+    let loss_key = |probe: &str, level: f64| {
+        vec![
+            ("step", Cell::I(40)),
+            ("probe", s(probe)),
+            ("shift_level", Cell::F(level)),
+            ("site", s("logits")),
+            ("metric", s("next_token_loss")),
+        ]
+    };
+    let loss_values = |probe: &str, level: f64| -> Vec<f64> {
+        let mut v: Vec<(i64, f64)> = rows(&cells[0].join("samples"))
+            .iter()
+            .filter(|r| has(r, &loss_key(probe, level)))
+            .map(|r| (r["vector"].f() as i64, r["value"].f()))
+            .collect();
+        v.sort_by_key(|p| p.0);
+        v.into_iter().map(|p| p.1).collect()
+    };
+    let (id_loss, shifted_loss) = (loss_values("id", 0.0), loss_values("corrupt", 0.5));
+    assert_eq!((id_loss.len(), shifted_loss.len()), (24, 24));
+    let mut key = loss_key("corrupt", 0.5);
+    key.push(("statistic", s("auroc")));
+    let loss_seed1: Vec<&Row> = ood
+        .iter()
+        .filter(|r| has(r, &key) && r["seed"] == Cell::I(1))
+        .collect();
+    assert_eq!(loss_seed1.len(), 1);
+    assert_eq!(loss_seed1[0]["shifted_when"], s("higher"));
+    let want = brute_force_auroc(&id_loss, &shifted_loss);
+    assert!((loss_seed1[0]["value"].f() - want).abs() < 1e-12, "{want}");
+    assert!(stdout.contains("loss AUROC"), "{stdout}");
 
     // Trend: corrupt has 3 levels; rho over level means is each seed's rho, averaged.
     let trend = rows(&report.join("trend.parquet"));

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! summary.parquet   gap.parquet   ood.parquet   trend.parquet     (see `tables`)
-//! density-<cell>.png gap-<cell>.png auroc-<cell>.png layers-<cell>.png loss-<cell>.png
+//! density-<cell>.png gap-<cell>.png auroc-<cell>.png auroc-loss-<cell>.png layers-<cell>.png
+//! loss-<cell>.png
 //! index.html        the figures, a table of headline numbers, and the command that made it
 //! ```
 //!
@@ -68,6 +69,11 @@ impl Selection {
     fn matches(&self, key: &load::Key) -> bool {
         key.at.metric == self.metric && key.at.site == self.site && key.at.position == self.position
     }
+}
+
+/// Whether `key` is the per-sample next-token loss, the detector density is compared with.
+fn is_loss(key: &load::Key) -> bool {
+    key.at.site == crate::metrics::LOGITS_SITE && key.at.metric == "next_token_loss"
 }
 
 pub fn report(request: &ReportRequest) -> Result<ReportOutcome> {
@@ -338,6 +344,26 @@ fn build(
             figures.push((cell.clone(), file, "AUROC over training"));
         }
 
+        let loss_auroc = figures::series(
+            tables
+                .ood
+                .iter()
+                .filter(|r| {
+                    in_cell(&r.cell) && r.seed.is_none() && r.statistic == "auroc" && is_loss(&r.key)
+                })
+                .map(|r| (&r.key, r.estimate)),
+        );
+        if !loss_auroc.is_empty() {
+            let file = format!("auroc-loss-{slug}.png");
+            chart(
+                format!("{cell_title}: next-token loss (the baseline), as a detector"),
+                "AUROC (> 0.5: higher loss means shifted)".into(),
+                Some(0.5),
+            )
+            .draw(&dir.join(&file), &loss_auroc)?;
+            figures.push((cell.clone(), file, "AUROC of the loss baseline over training"));
+        }
+
         if let Some(file) = layers_figure(tables, &cell, &slug, selection, &cell_title, dir)? {
             figures.push((cell.clone(), file, "final gap at every site"));
         }
@@ -462,8 +488,14 @@ fn headline_table(tables: &Tables, selection: &Selection) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:<16} {:>6} {:>6}  {:<34} {:<30}",
-        "cell", "probe", "step", "seeds", "gap to id [95% interval]", "AUROC [95% interval]"
+        "{:<24} {:<16} {:>6} {:>6}  {:<34} {:<30} {:<30}",
+        "cell",
+        "probe",
+        "step",
+        "seeds",
+        "gap to id [95% interval]",
+        "AUROC [95% interval]",
+        "loss AUROC [95% interval]"
     );
     for (cell, rows) in tables::by_cell(&tables.gap, |r| &r.cell) {
         let rows: Vec<_> = rows
@@ -475,23 +507,31 @@ fn headline_table(tables: &Tables, selection: &Selection) -> String {
         };
         let sets: BTreeSet<&Set> = rows.iter().map(|r| &r.key.set).collect();
         for r in rows.iter().filter(|r| r.key.step == last) {
-            let auroc = tables
-                .ood
-                .iter()
-                .find(|o| {
-                    o.cell == cell && o.seed.is_none() && o.statistic == "auroc" && o.key == r.key
-                })
-                .map(|o| interval_text(&o.estimate, false))
-                .unwrap_or_else(|| "-".into());
+            let auroc_where = |matches: &dyn Fn(&load::Key) -> bool| {
+                tables
+                    .ood
+                    .iter()
+                    .find(|o| {
+                        o.cell == cell
+                            && o.seed.is_none()
+                            && o.statistic == "auroc"
+                            && o.key.step == r.key.step
+                            && o.key.set == r.key.set
+                            && matches(&o.key)
+                    })
+                    .map(|o| interval_text(&o.estimate, false))
+                    .unwrap_or_else(|| "-".into())
+            };
             let _ = writeln!(
                 out,
-                "{:<24} {:<16} {:>6} {:>6}  {:<34} {:<30}",
+                "{:<24} {:<16} {:>6} {:>6}  {:<34} {:<30} {:<30}",
                 cell,
                 set_label(&r.key.set, &sets),
                 last,
                 r.seeds,
                 interval_text(&r.estimate, true),
-                auroc
+                auroc_where(&|k| k.at == r.key.at),
+                auroc_where(&is_loss),
             );
         }
     }
