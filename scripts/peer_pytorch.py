@@ -185,20 +185,22 @@ def main():
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times[10:])
 
-    probe_sets = [torch.randint(0, VOCAB, (SAMPLES, CONTEXT)) for _ in range(PROBE_SETS)]
-    evaluate(model, probe_sets)  # warm-up
-    eval_times = []
-    for _ in range(args.evaluations):
-        start = time.perf_counter()
-        evaluate(model, probe_sets)
-        eval_times.append(time.perf_counter() - start)
-    eval_s = statistics.median(eval_times)
-    share = EVALUATIONS_IN_SCHEDULE * eval_s / (STEPS * step_s)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"train: {step_s * 1e3:.2f} ms/step, {BATCH * CONTEXT / step_s:.0f} tokens/s (median of {len(times) - 10} steps)")
-    print(f"evaluation: {eval_s:.3f} s ({PROBE_SETS} sets x {SAMPLES} prompts, 7 sites x 2 positions, 18 metrics + quantiles)")
-    print(f"instrumentation share at the quickstart's schedule: {share * 100:.1f}%")
+    # --evaluations 0 times training alone (what a profile of the train step wants).
+    if args.evaluations > 0:
+        probe_sets = [torch.randint(0, VOCAB, (SAMPLES, CONTEXT)) for _ in range(PROBE_SETS)]
+        evaluate(model, probe_sets)  # warm-up
+        eval_times = []
+        for _ in range(args.evaluations):
+            start = time.perf_counter()
+            evaluate(model, probe_sets)
+            eval_times.append(time.perf_counter() - start)
+        eval_s = statistics.median(eval_times)
+        share = EVALUATIONS_IN_SCHEDULE * eval_s / (STEPS * step_s)
+        print(f"evaluation: {eval_s:.3f} s ({PROBE_SETS} sets x {SAMPLES} prompts, 7 sites x 2 positions, 18 metrics + quantiles)")
+        print(f"instrumentation share at the quickstart's schedule: {share * 100:.1f}%")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory: {peak_mb:.0f} MB")
 
 
