@@ -173,8 +173,20 @@ fn override_of(key: &str, value: &Value) -> String {
     format!("{key}={value}")
 }
 
-/// A value as a cell's name shows it: strings bare, everything else as JSON.
-fn shown(value: &Value) -> String {
+/// An override of `sweep.json` (`model.activation="silu"`) as a label: `model.activation=silu`.
+pub fn override_label(spec: &str) -> String {
+    match spec.split_once('=') {
+        Some((key, value)) => match serde_json::from_str::<Value>(value) {
+            Ok(value) => format!("{key}={}", shown(&value)),
+            Err(_) => spec.to_string(),
+        },
+        None => spec.to_string(),
+    }
+}
+
+/// A value as a cell's name (and `report`'s cell label) shows it: strings bare, everything else
+/// as JSON.
+pub fn shown(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -798,6 +810,17 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_labels_show_strings_bare_as_cell_names_do() {
+        let spec = override_of("model.activation", &Value::from("silu"));
+        assert_eq!(spec, r#"model.activation="silu""#);
+        assert_eq!(override_label(&spec), "model.activation=silu");
+        let spec = override_of("model.d_model", &Value::from(256));
+        assert_eq!(override_label(&spec), "model.d_model=256");
+        let list = serde_json::json!([1, 2]);
+        assert_eq!(override_label(&override_of("k", &list)), "k=[1,2]");
+    }
 
     #[test]
     fn the_grid_is_a_product_with_the_first_key_outermost() {

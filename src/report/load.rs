@@ -121,11 +121,11 @@ pub fn read(dir: &Path) -> Result<Source> {
                 skipped.push(format!("{}: {:?}, not completed", cell.name, cell.state));
                 continue;
             }
-            let label: Vec<&str> = cell
+            let label: Vec<String> = cell
                 .overrides
                 .iter()
-                .map(String::as_str)
                 .filter(|o| !o.starts_with("seed="))
+                .map(|o| crate::sweep::override_label(o))
                 .collect();
             let label = if label.is_empty() {
                 BASE_CELL.to_string()
