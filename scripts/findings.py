@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Prints the numbers of FINDINGS.md from the Parquet tables `densitrace report` wrote.
+
+Every interval here is the report's own (a seeded percentile bootstrap over seeds, paired within
+a seed for gaps); this script only selects rows and lays them out as Markdown. Needs Python 3
+with pandas and pyarrow (`pip install pandas pyarrow`); it runs no model.
+
+    python3 scripts/findings.py CLAIM REPORT_DIR [REPORT_DIR ...]
+
+CLAIM is one of: graded, emergence, id-curve, activation, detector, size, sites, hops.
+REPORT_DIR is what `densitrace report` wrote (a sweep's `report/` folder). `size` takes the
+findings-rulegraph report and then the findings-size report; the others take one report.
+"""
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+METRIC = "topk_energy@0.05"  # the paper's measure: the share of energy in the top 5% of entries
+SITE = "final.norm"          # the paper's "last hidden state"
+POSITION = "last"            # the token that predicts the answer
+
+
+def read(report, table):
+    path = Path(report) / f"{table}.parquet"
+    if not path.exists():
+        sys.exit(f"{path}: no such table; run `densitrace report` on the sweep first")
+    return pd.read_parquet(path)
+
+
+def interval(value, lo, hi, signed=True):
+    if not math.isfinite(lo):
+        return f"{value:+.4f}" if signed else f"{value:.4f}"
+    f = "{:+.4f}" if signed else "{:.4f}"
+    return f"{f.format(value)} [{f.format(lo)}, {f.format(hi)}]"
+
+
+def set_name(row):
+    level = row["shift_level"]
+    if row["shift_family"] in ("none", "random", "domain") or pd.isna(level):
+        return row["probe"]
+    return f"{row['probe']} {level:g}"
+
+
+def at(df, site=SITE, metric=METRIC, position=POSITION):
+    return df[(df.site == site) & (df.metric == metric) & (df.position == position)]
+
+
+def table(header, rows):
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(str(x) for x in r) + " |")
+    print()
+
+
+def graded(report):
+    """Claim 1: Spearman's rho of sparsity over shift levels at the last step, every site."""
+    trend = read(report, "trend")
+    trend = trend[(trend.metric == METRIC) & (trend.over == "level_means")]
+    last = trend.step.max()
+    rows = []
+    for _, r in trend[trend.step == last].sort_values(["cell", "probe", "layer", "site"]).iterrows():
+        rows.append([r.cell, r.probe, r.site, r.levels, interval(r.rho, r.lo, r.hi), r.seeds])
+    print(f"Spearman's rho between shift level and {METRIC} (level means), step {last}:\n")
+    table(["cell", "probe", "site", "levels", "rho [95%]", "seeds"], rows)
+
+
+def first_excluding_zero(steps):
+    """The first step from which every later step's interval excludes 0 on the gap's final side."""
+    steps = steps.sort_values("step")
+    final_sign = math.copysign(1, steps.gap.iloc[-1])
+    holds = [(s.excludes_zero and math.copysign(1, s.gap) == final_sign) for s in steps.itertuples()]
+    first = None
+    for step, ok in zip(steps.step, holds):
+        if ok and first is None:
+            first = step
+        elif not ok:
+            first = None
+    return first
+
+
+def emergence(report):
+    """Claim 2: the gap at step 0, at the last step, and from which step its interval excludes 0."""
+    gap = at(read(report, "gap"))
+    last = gap.step.max()
+    rows = []
+    for (cell, probe, level), g in gap.groupby(["cell", "probe", "shift_level"], dropna=False):
+        g = g.sort_values("step")
+        s0, sl = g.iloc[0], g.iloc[-1]
+        first = first_excluding_zero(g)
+        rows.append([cell, set_name(sl), interval(s0.gap, s0.lo, s0.hi),
+                     interval(sl.gap, sl.lo, sl.hi), "never" if first is None else first,
+                     int(sl.seeds)])
+    print(f"Gap (shifted minus id) in {METRIC} at {SITE}/{POSITION}, step 0 and step {last}:\n")
+    table(["cell", "set", "step 0 [95%]", f"step {last} [95%]",
+           "interval excludes 0 from step (to the end)", "seeds"], rows)
+
+
+def id_curve(report):
+    """Claim 3: the in-distribution trajectory: start, peak (and its step), end."""
+    summary = at(read(report, "summary"))
+    summary = summary[summary.shift_family == "none"]
+    rows = []
+    for cell, s in summary.groupby("cell"):
+        s = s.sort_values("step")
+        start, end = s.iloc[0], s.iloc[-1]
+        peak = s.loc[s.value.idxmax()]
+        rows.append([cell, interval(start.value, start.lo, start.hi, False),
+                     f"{interval(peak.value, peak.lo, peak.hi, False)} at step {peak.step}",
+                     interval(end.value, end.lo, end.hi, False), int(end.seeds)])
+    print(f"In-distribution {METRIC} at {SITE}/{POSITION} (mean over seeds [95%]):\n")
+    table(["cell", "step 0", "peak", f"step {summary.step.max()}", "seeds"], rows)
+
+
+def activation(report):
+    """Claim 4: per activation, the id trajectory (top-5% energy and Hoyer) at mlp.post and
+    final.norm, and the final gap of each shifted probe's strongest level."""
+    summary = read(report, "summary")
+    gap = read(report, "gap")
+    last = gap.step.max()
+    sites = sorted(s for s in summary.site.unique() if s.endswith("mlp.post") or s == SITE)
+    rows = []
+    for cell in sorted(summary.cell.unique()):
+        for site in sites:
+            row = [cell, site]
+            for metric in (METRIC, "hoyer"):
+                s = at(summary, site, metric)
+                s = s[(s.cell == cell) & (s.shift_family == "none")].sort_values("step")
+                start, end = s.iloc[0], s.iloc[-1]
+                row.append(f"{interval(start.value, start.lo, start.hi, False)} -> "
+                           f"{interval(end.value, end.lo, end.hi, False)}")
+            g = at(gap, site)
+            g = g[(g.cell == cell) & (g.step == last)]
+            # The strongest level of each shifted probe set.
+            strongest = g.sort_values("shift_level").groupby("probe").tail(1).sort_values("probe")
+            row.append("; ".join(f"{set_name(r)} {interval(r.gap, r.lo, r.hi)}"
+                                 for _, r in strongest.iterrows()))
+            rows.append(row)
+    print(f"Id from step 0 to step {last} (mean over seeds [95%]), and the final gap to id in "
+          f"{METRIC}:\n")
+    table(["cell", "site", f"id {METRIC}", "id hoyer", f"gap (shifted - id) [95%]"], rows)
+
+
+def detector(report):
+    """Claim 5: AUROC at the last step at every sampled site, against the loss baseline."""
+    ood = read(report, "ood")
+    ood = ood[(ood.statistic == "auroc") & ood.seed.isna()]
+    last = ood.step.max()
+    final = ood[ood.step == last]
+    sites = sorted(final[final.metric == METRIC].site.unique())
+    rows = []
+    for (cell, probe, level), g in final.groupby(["cell", "probe", "shift_level"], dropna=False):
+        row = [cell, set_name(g.iloc[0])]
+        for site in sites:
+            d = g[(g.metric == METRIC) & (g.site == site)]
+            row.append(interval(*d.iloc[0][["value", "lo", "hi"]], signed=False) if len(d) else "-")
+        loss = g[(g.site == "logits") & (g.metric == "next_token_loss")]
+        row.append(interval(*loss.iloc[0][["value", "lo", "hi"]], signed=False) if len(loss) else "-")
+        rows.append(row)
+    print(f"AUROC at step {last}, mean over seeds [95%]. Id is the positive class; for {METRIC}, "
+          "> 0.5 means the shifted set is sparser, < 0.5 denser; for the loss, > 0.5 means higher "
+          "loss on the shifted set:\n")
+    table(["cell", "set"] + sites + ["next-token loss"], rows)
+
+
+def size(small_report, large_report):
+    """Claim 6: the final gaps of the gelu cells of two sizes side by side."""
+    rows = []
+    for name, report in (("small", small_report), ("large", large_report)):
+        gap = at(read(report, "gap"))
+        gap = gap[gap.cell.isin(["model.activation=gelu", "base"])]
+        last = gap.step.max()
+        for _, r in gap[gap.step == last].sort_values(["probe", "shift_level"]).iterrows():
+            rows.append([name, r.cell, set_name(r), last, interval(r.gap, r.lo, r.hi),
+                         "yes" if r.excludes_zero else "no", int(r.seeds)])
+    print(f"Final gap (shifted minus id) in {METRIC} at {SITE}/{POSITION}:\n")
+    table(["size", "cell", "set", "step", "gap [95%]", "excludes 0", "seeds"], rows)
+
+
+def sites(report):
+    """Claim 7: where the final gap lives: every layer and site, ranked by the gap's size."""
+    gap = read(report, "gap")
+    gap = gap[(gap.metric == METRIC) & (gap.position == POSITION) & (gap.site != "logits")]
+    last = gap.step.max()
+    gap = gap[gap.step == last]
+    rows = []
+    for (cell, site), g in gap.groupby(["cell", "site"]):
+        excl = g[g.excludes_zero]
+        top = g.loc[g.gap.abs().idxmax()]
+        rows.append([cell, site, f"{len(excl)} of {len(g)}",
+                     f"{set_name(top)} {interval(top.gap, top.lo, top.hi)}",
+                     f"{g.gap.mean():+.4f}"])
+    print(f"Final gap (step {last}) in {METRIC} at {POSITION}, per site: how many shifted sets' "
+          "intervals exclude 0, the largest gap, and the mean gap over sets:\n")
+    table(["cell", "site", "sets excluding 0", "largest gap [95%]", "mean gap"], rows)
+
+
+def hops(report):
+    """Whether the model deduces: answer accuracy on id facts and on held-out deducible ones."""
+    summary = read(report, "summary")
+    summary = summary[(summary.site == "logits") & (summary.metric == "answer_acc")]
+    last = summary.step.max()
+    rows = []
+    for _, r in summary[(summary.step == last) & summary.probe.isin(["id", "hops"])] \
+            .sort_values(["cell", "probe", "shift_level"]).iterrows():
+        rows.append([r.cell, set_name(r), interval(r.value, r.lo, r.hi, False), int(r.seeds)])
+    print(f"Answer accuracy at step {last} (mean over seeds [95%]):\n")
+    table(["cell", "set", "answer accuracy", "seeds"], rows)
+
+
+CLAIMS = {
+    "graded": graded,
+    "emergence": emergence,
+    "id-curve": id_curve,
+    "activation": activation,
+    "detector": detector,
+    "size": size,
+    "sites": sites,
+    "hops": hops,
+}
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("claim", choices=sorted(CLAIMS))
+    parser.add_argument("reports", nargs="+", help="report folders (size: two)")
+    args = parser.parse_args()
+    want = 2 if args.claim == "size" else 1
+    if len(args.reports) != want:
+        parser.error(f"{args.claim} takes {want} report folder(s)")
+    CLAIMS[args.claim](*args.reports)
