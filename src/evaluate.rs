@@ -27,7 +27,8 @@ use crate::sink::{DensityRow, QuantileRow, RowKey, SampleRow};
 pub struct Evaluation {
     pub rows: Vec<DensityRow>,
     pub quantile_rows: Vec<QuantileRow>,
-    /// Only for the sites and positions `probes.per_sample` selects.
+    /// Only for the sites and positions `probes.per_sample` selects, and then each sample's
+    /// losses.
     pub sample_rows: Vec<SampleRow>,
     pub readback_bytes: u64,
     pub timing: EvaluationTiming,
@@ -164,15 +165,17 @@ impl Probing<'_> {
 
     /// The forward passes: every probe set's site tensors at every configured position, its
     /// answer statistics (`answer_stats`) and, when any site writes samples, each sample's
-    /// next-token loss (the baseline detector a density score is compared with), all still on
-    /// the device.
+    /// losses `[2 * samples]` (`next_token_loss`, then `prompt_loss`: the baseline detectors a
+    /// density score is compared with), all still on the device.
     fn forward_all(&self, model: &Gpt) -> (Vec<Measured>, Vec<(Tensor<1>, Option<Tensor<1>>)>) {
         let mut measured = Vec::new();
         let mut answers = Vec::new();
         for (p, probe) in self.sets.iter().enumerate() {
             let (logits, losses, sites) = forward(model, probe, self.batch_tokens, self.device);
             let scores = option_scores(model, probe, &logits, self.batch_tokens, self.device);
-            let sample_losses = self.plan.per_sample.any().then(|| losses.clone());
+            let sample_losses = self.plan.writes_samples().then(|| {
+                Tensor::cat(vec![losses.sequence.clone(), losses.prompt.clone()], 0)
+            });
             let stats = answer_stats(logits, losses, scores, probe, self.device);
             answers.push((stats, sample_losses));
             for site in named_sites(sites, &self.plan.sites, self.layers) {
@@ -246,15 +249,7 @@ impl Probing<'_> {
         for (i, metric) in answer_metrics(probe).into_iter().enumerate() {
             let (value, std) = (stats[2 * i], stats[2 * i + 1]);
             eval.rows.push(DensityRow {
-                key: RowKey {
-                    probe: probe.name.clone(),
-                    shift_family: probe.family.name(),
-                    shift_level: probe.level,
-                    layer: self.layers as i32,
-                    site: LOGITS_SITE.into(),
-                    position: Position::Last.name(),
-                    metric: metric.name().into(),
-                },
+                key: self.logits_key(probe, metric),
                 value: value as f64,
                 std: std as f64,
                 n,
@@ -262,25 +257,33 @@ impl Probing<'_> {
         }
     }
 
-    /// Each sample's next-token loss as `samples` rows of the `logits` site (layer and position
-    /// as its mean in `push_answer_rows`), so `report` can score loss as an OOD detector beside
-    /// the density metrics.
+    /// Each sample's `next_token_loss` and `prompt_loss` (`losses`: all of the first, then all
+    /// of the second) as `samples` rows of the `logits` site, keyed as their means are in
+    /// `push_answer_rows`, so `report` can score them as OOD detectors beside the density metrics.
     fn push_loss_samples(&self, eval: &mut Evaluation, probe: &ProbeSet, losses: Vec<f32>) {
-        let key = RowKey {
+        let metrics = [LogitsMetric::NextTokenLoss, LogitsMetric::PromptLoss];
+        for (metric, values) in metrics.iter().zip(losses.chunks(probe.samples())) {
+            let key = self.logits_key(probe, *metric);
+            for (vector, &loss) in values.iter().enumerate() {
+                eval.sample_rows.push(SampleRow {
+                    key: key.clone(),
+                    vector: vector as i64,
+                    value: loss as f64,
+                });
+            }
+        }
+    }
+
+    /// The key of a `logits` row of `probe`: the last layer, position `last`.
+    fn logits_key(&self, probe: &ProbeSet, metric: LogitsMetric) -> RowKey {
+        RowKey {
             probe: probe.name.clone(),
             shift_family: probe.family.name(),
             shift_level: probe.level,
             layer: self.layers as i32,
             site: LOGITS_SITE.into(),
             position: Position::Last.name(),
-            metric: LogitsMetric::NextTokenLoss.name().into(),
-        };
-        for (vector, &loss) in losses.iter().enumerate() {
-            eval.sample_rows.push(SampleRow {
-                key: key.clone(),
-                vector: vector as i64,
-                value: loss as f64,
-            });
+            metric: metric.name().into(),
         }
     }
 }
@@ -499,19 +502,28 @@ pub fn vectors_at(acts: &Tensor<3>, position: Position, last: usize) -> Tensor<2
     }
 }
 
+/// Each sample's mean next-token losses `[samples]`.
+pub struct Losses {
+    /// Over every target of the sample (`LogitsMetric::NextTokenLoss`).
+    pub sequence: Tensor<1>,
+    /// Over the targets inside the prompt (`LogitsMetric::PromptLoss`).
+    pub prompt: Tensor<1>,
+}
+
 /// Runs a probe set through the model in batches of about `batch_tokens` tokens; returns the
-/// last-position logits `[samples, vocab]`, each sample's mean next-token loss `[samples]`, and
-/// each site's activations `[samples, tokens, width]`.
+/// last-position logits `[samples, vocab]`, each sample's losses, and each site's activations
+/// `[samples, tokens, width]`.
 pub fn forward(
     model: &Gpt,
     probe: &ProbeSet,
     batch_tokens: usize,
     device: &Device,
-) -> (Tensor<2>, Tensor<1>, Sites) {
+) -> (Tensor<2>, Losses, Sites) {
     let (len, last) = (probe.len, probe.last_index());
     let per_batch = (batch_tokens / len).max(1);
     let mut logits = Vec::new();
     let mut losses = Vec::new();
+    let mut prompt_losses = Vec::new();
     let mut parts: Vec<Sites> = Vec::new();
     for chunk in probe.tokens.chunks(per_batch * (len + 1)) {
         let n = chunk.len() / (len + 1);
@@ -526,6 +538,12 @@ pub fn forward(
         let (l, sites) = model.forward_with_sites(inputs);
         let v = l.dims()[2];
         let nll = -log_softmax(l.clone(), 2).gather(2, targets);
+        // Positions 0..last predict the prompt's own tokens 1..=last.
+        prompt_losses.push(if last > 0 {
+            nll.clone().slice([0..n, 0..last, 0..1]).mean_dim(1).reshape([n])
+        } else {
+            Tensor::<1>::full([n], f32::NAN, device)
+        });
         losses.push(nll.mean_dim(1).reshape([n]));
         logits.push(l.slice([0..n, last..last + 1, 0..v]).reshape([n, v]));
         parts.push(sites);
@@ -544,7 +562,11 @@ pub fn forward(
             .into_iter()
             .next(),
     };
-    (Tensor::cat(logits, 0), Tensor::cat(losses, 0), sites)
+    let losses = Losses {
+        sequence: Tensor::cat(losses, 0),
+        prompt: Tensor::cat(prompt_losses, 0),
+    };
+    (Tensor::cat(logits, 0), losses, sites)
 }
 
 /// One measured site of a forward pass.
@@ -591,10 +613,10 @@ pub fn named_sites(sites: Sites, kinds: &[SiteKind], layers: usize) -> Vec<Named
 }
 
 /// The logits-site metrics of a probe set, in the order `answer_stats` computes them:
-/// `next_token_loss` always; `answer_loss` and `answer_acc` for rule-graph answers; `choice_acc`
-/// for multiple choice.
+/// `next_token_loss` and `prompt_loss` always; `answer_loss` and `answer_acc` for rule-graph
+/// answers; `choice_acc` for multiple choice.
 pub fn answer_metrics(probe: &ProbeSet) -> Vec<LogitsMetric> {
-    let mut metrics = vec![LogitsMetric::NextTokenLoss];
+    let mut metrics = vec![LogitsMetric::NextTokenLoss, LogitsMetric::PromptLoss];
     if probe.has_answer {
         metrics.extend([LogitsMetric::AnswerLoss, LogitsMetric::AnswerAcc]);
     }
@@ -655,7 +677,7 @@ fn option_scores(
 /// length-normalised cross-entropy).
 fn answer_stats(
     logits: Tensor<2>,
-    losses: Tensor<1>,
+    losses: Losses,
     scores: Option<Tensor<2>>,
     probe: &ProbeSet,
     device: &Device,
@@ -670,7 +692,10 @@ fn answer_stats(
         };
         Tensor::cat(vec![x.mean().reshape([1]), std], 0)
     };
-    let mut parts = vec![stats(losses.reshape([n, 1]))];
+    let mut parts = vec![
+        stats(losses.sequence.reshape([n, 1])),
+        stats(losses.prompt.reshape([n, 1])),
+    ];
     if probe.has_answer {
         let answers = int_tensor(
             (0..n).map(|i| probe.sample(i)[probe.len] as i64).collect(),
@@ -774,7 +799,8 @@ mod tests {
                 .unwrap();
             all.chunks(vocab).map(<[f32]>::to_vec).collect()
         };
-        let (mut next, mut answer, mut acc, mut choice) = (vec![], vec![], vec![], vec![]);
+        let (mut next, mut prompt, mut answer) = (vec![], vec![], vec![]);
+        let (mut acc, mut choice) = (vec![], vec![]);
         for i in 0..samples {
             let sample = &tokens[i * (len + 1)..(i + 1) * (len + 1)];
             let rows = logits_of(&sample[..len]);
@@ -782,6 +808,9 @@ mod tests {
                 .map(|p| -log_probs(&rows[p])[sample[p + 1] as usize])
                 .collect();
             next.push(per_position.iter().sum::<f64>() / len as f64);
+            // The prompt is the first `len` tokens: positions 0..len-1 predict its own tokens.
+            let last = probe.last_index();
+            prompt.push(per_position[..last].iter().sum::<f64>() / last as f64);
             answer.push(per_position[len - 1]);
             let last = &rows[len - 1];
             let argmax = (0..vocab)
@@ -805,7 +834,13 @@ mod tests {
             choice.push((best == correct[i] as usize) as u8 as f64);
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let expected = [mean(&next), mean(&answer), mean(&acc), mean(&choice)];
+        let expected = [
+            mean(&next),
+            mean(&prompt),
+            mean(&answer),
+            mean(&acc),
+            mean(&choice),
+        ];
         for (j, e) in expected.iter().enumerate() {
             let g = got[2 * j] as f64;
             assert!(
@@ -813,10 +848,10 @@ mod tests {
                 "option_len {m}, metric {j}: {g} vs {e}"
             );
         }
-        assert_eq!(got.len(), 8);
+        assert_eq!(got.len(), 10);
         assert!(
-            expected[0] != expected[1],
-            "the test cannot tell all positions from the last"
+            expected[0] != expected[1] && expected[0] != expected[2] && expected[1] != expected[2],
+            "the test cannot tell all positions, the prompt's and the last apart"
         );
     }
 }

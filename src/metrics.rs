@@ -233,8 +233,13 @@ pub const LOGITS_SITE: &str = "logits";
 /// What a probe set's logits are scored by (site `logits`, position `last`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogitsMetric {
-    /// The mean next-token cross-entropy over the sample's tokens.
+    /// The mean next-token cross-entropy over the sample's tokens (for the rule graph, the
+    /// answer's included).
     NextTokenLoss,
+    /// The mean next-token cross-entropy over the prompt's own tokens: each token after the
+    /// first, predicted from those before it; no answer, no continuation. What a detector can
+    /// compute without the label. NaN for a one-token prompt.
+    PromptLoss,
     /// Rule-graph answers: the answer token's cross-entropy.
     AnswerLoss,
     /// Rule-graph answers: whether the answer is the most likely token.
@@ -247,6 +252,7 @@ impl LogitsMetric {
     pub fn name(self) -> &'static str {
         match self {
             LogitsMetric::NextTokenLoss => "next_token_loss",
+            LogitsMetric::PromptLoss => "prompt_loss",
             LogitsMetric::AnswerLoss => "answer_loss",
             LogitsMetric::AnswerAcc => "answer_acc",
             LogitsMetric::ChoiceAcc => "choice_acc",

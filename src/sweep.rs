@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -420,6 +421,8 @@ impl SweepDir {
             run_id: String::new(),
         };
         let mut command = Command::new(this_executable()?);
+        // argv[0] as the user started it, not /proc/self/exe: the run's manifest records it.
+        command.arg0(std::env::current_exe()?);
         // A cell's run treats a second SIGINT/SIGTERM as the first: a Ctrl-C on the terminal
         // reaches it and the sweep forwards SIGTERM too, and it must still checkpoint.
         command.env(SUPERVISED_ENV, "1");

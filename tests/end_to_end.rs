@@ -124,9 +124,9 @@ fn check_run(run: &Path, eval_steps: &[i64], backend: &str) {
     assert_eq!(names, expected);
 
     // Probe sets: id, hops levels 2 and 3, corrupt 0.5 = 4; sites: blocks.0.resid_post,
-    // blocks.0.mlp.post, final.norm = 3; positions 2; metrics 6; plus 3 logits rows per set
-    // (next_token_loss, answer_loss, answer_acc).
-    let expected_rows = 4 * 3 * 2 * 6 + 4 * 3;
+    // blocks.0.mlp.post, final.norm = 3; positions 2; metrics 6; plus 4 logits rows per set
+    // (next_token_loss, prompt_loss, answer_loss, answer_acc).
+    let expected_rows = 4 * 3 * 2 * 6 + 4 * 4;
     let schema = [
         ("run_id", DataType::Utf8),
         ("step", DataType::Int64),
@@ -282,23 +282,23 @@ fn a_wgpu_run_trains_and_measures_with_the_kernels() {
     assert!(manifest["device"]["adapter"]["name"].is_string());
     // Only summaries cross, never the activations. Per set, site and position: (9 + 1 columns) x
     // (mean, std, n and 5 quantiles) plus 3 active-fraction statistics; per set and position, the
-    // covariance of each site for rankme (widths 16, 32 and 16); 6 logits floats per set (mean
-    // and std of next_token_loss, answer_loss, answer_acc); and per set, the per-vector table of
-    // final.norm at last (the default probes.per_sample): 16 vectors x 10 columns, and each of
-    // the 16 samples' next-token loss.
+    // covariance of each site for rankme (widths 16, 32 and 16); 8 logits floats per set (mean
+    // and std of next_token_loss, prompt_loss, answer_loss, answer_acc); and per set, the
+    // per-vector table of final.norm at last (the default probes.per_sample): 16 vectors x 10
+    // columns, and the 16 samples' two losses.
     let per_measured = 10 * (3 + 5) + 3;
     let covariances = 2 * (16 * 16 + 32 * 32 + 16 * 16);
-    let samples = 16 * 10 + 16;
+    let samples = 16 * 10 + 2 * 16;
     let bytes = manifest["evaluations"][0]["readback_bytes"]
         .as_u64()
         .unwrap();
     assert_eq!(
         bytes,
-        (4 * (3 * 2 * per_measured + covariances + 6 + samples) * 4) as u64
+        (4 * (3 * 2 * per_measured + covariances + 8 + samples) * 4) as u64
     );
     for path in density {
         let b = read(&path);
-        assert_eq!(b.num_rows(), 4 * 3 * 2 * 6 + 4 * 3);
+        assert_eq!(b.num_rows(), 4 * 3 * 2 * 6 + 4 * 4);
         let value = floats(&b, "value");
         assert!(value.iter().all(|v| v.unwrap().is_finite()));
     }
@@ -403,34 +403,43 @@ fn dump_and_per_sample_output_reproduce_the_density_table() {
         (mean - table_hoyer).abs() <= 1e-12,
         "{mean} vs {table_hoyer}"
     );
-    // Each sample's next-token loss: 16 per set, averaging to the density table's loss.
-    let losses: Vec<f64> = (0..samples.num_rows())
-        .filter(|&i| {
-            strings(&samples, "probe").value(i) == "hops"
-                && floats(&samples, "shift_level").value(i) == 2.0
-                && strings(&samples, "site").value(i) == "logits"
-                && strings(&samples, "metric").value(i) == "next_token_loss"
-        })
-        .map(|i| floats(&samples, "value").value(i))
-        .collect();
-    assert_eq!(losses.len(), 16);
-    let loss_row = (0..density.num_rows())
-        .find(|&i| {
-            strings(&density, "probe").value(i) == "hops"
-                && floats(&density, "shift_level").value(i) == 2.0
-                && strings(&density, "site").value(i) == "logits"
-                && strings(&density, "metric").value(i) == "next_token_loss"
-        })
-        .unwrap();
-    let table_loss = floats(&density, "value").value(loss_row);
-    let mean_loss = losses.iter().sum::<f64>() / 16.0;
-    assert!(
-        (mean_loss - table_loss).abs() <= 1e-5 * table_loss,
-        "{mean_loss} vs {table_loss}"
-    );
-    assert!(losses.iter().any(|&l| (l - mean_loss).abs() > 1e-3), "one loss per sample");
-    // 4 sets x 3 sites x (16 + 48 vectors) x 4 per-vector metrics, and 4 sets x 16 losses.
-    assert_eq!(samples.num_rows(), 4 * 3 * 64 * 4 + 4 * 16);
+    // Each sample's two losses: 16 per set each, averaging to the density table's means; the
+    // prompt's own loss leaves out the answer, so it differs from the whole sequence's.
+    let mut means = Vec::new();
+    for metric in ["next_token_loss", "prompt_loss"] {
+        let losses: Vec<f64> = (0..samples.num_rows())
+            .filter(|&i| {
+                strings(&samples, "probe").value(i) == "hops"
+                    && floats(&samples, "shift_level").value(i) == 2.0
+                    && strings(&samples, "site").value(i) == "logits"
+                    && strings(&samples, "metric").value(i) == metric
+            })
+            .map(|i| floats(&samples, "value").value(i))
+            .collect();
+        assert_eq!(losses.len(), 16, "{metric}");
+        let loss_row = (0..density.num_rows())
+            .find(|&i| {
+                strings(&density, "probe").value(i) == "hops"
+                    && floats(&density, "shift_level").value(i) == 2.0
+                    && strings(&density, "site").value(i) == "logits"
+                    && strings(&density, "metric").value(i) == metric
+            })
+            .unwrap();
+        let table_loss = floats(&density, "value").value(loss_row);
+        let mean_loss = losses.iter().sum::<f64>() / 16.0;
+        assert!(
+            (mean_loss - table_loss).abs() <= 1e-5 * table_loss,
+            "{metric}: {mean_loss} vs {table_loss}"
+        );
+        assert!(
+            losses.iter().any(|&l| (l - mean_loss).abs() > 1e-3),
+            "{metric}: one loss per sample"
+        );
+        means.push(mean_loss);
+    }
+    assert!((means[0] - means[1]).abs() > 1e-3, "{means:?}");
+    // 4 sets x 3 sites x (16 + 48 vectors) x 4 per-vector metrics, and 4 sets x 16 x 2 losses.
+    assert_eq!(samples.num_rows(), 4 * 3 * 64 * 4 + 4 * 16 * 2);
 
     for (args, needle) in [
         (vec!["--probe", "hops", "--site", "final.norm"], "--level"),

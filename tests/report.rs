@@ -348,7 +348,7 @@ fn a_sweep_report_agrees_with_the_runs_own_tables() {
     assert_eq!(per_seed.len(), 3);
     assert!((across[0]["value"].f() - per_seed.iter().sum::<f64>() / 3.0).abs() < 1e-12);
 
-    // The baseline detector: each sample's next-token loss, higher loss scored as shifted, over
+    // The baseline detector: each sample's prompt loss, higher loss scored as shifted, over
     // every pair of the loss samples.
     let loss_key = |probe: &str, level: f64| {
         vec![
@@ -356,7 +356,7 @@ fn a_sweep_report_agrees_with_the_runs_own_tables() {
             ("probe", s(probe)),
             ("shift_level", Cell::F(level)),
             ("site", s("logits")),
-            ("metric", s("next_token_loss")),
+            ("metric", s("prompt_loss")),
         ]
     };
     let loss_values = |probe: &str, level: f64| -> Vec<f64> {
@@ -380,7 +380,23 @@ fn a_sweep_report_agrees_with_the_runs_own_tables() {
     assert_eq!(loss_seed1[0]["shifted_when"], s("higher"));
     let want = brute_force_auroc(&id_loss, &shifted_loss);
     assert!((loss_seed1[0]["value"].f() - want).abs() < 1e-12, "{want}");
-    assert!(stdout.contains("loss AUROC"), "{stdout}");
+    // The headline's last column is that detector's across-seed AUROC with its interval.
+    let loss_across: Vec<&Row> = ood
+        .iter()
+        .filter(|r| has(r, &key) && r["seed"] == Cell::Null)
+        .collect();
+    assert_eq!(loss_across.len(), 1);
+    let shown = format!(
+        "{:.4} [{:.4}, {:.4}]",
+        loss_across[0]["value"].f(),
+        loss_across[0]["lo"].f(),
+        loss_across[0]["hi"].f()
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("corrupt 0.5"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.trim_end().ends_with(&shown), "{line} / {shown}");
 
     // Trend: corrupt has 3 levels; rho over level means is each seed's rho, averaged.
     let trend = rows(&report.join("trend.parquet"));

@@ -355,8 +355,9 @@ pub struct ProbesConfig {
     /// Which sites and positions also write every vector's per-vector metrics to the `samples/`
     /// table (what `report` needs for AUROC and a single run's intervals): `true` (all), `false`
     /// (none) or `{sites: [...], positions: [...]}`. Each selected site reads back vectors x
-    /// metrics floats per probe set; with any site selected, each sample's next-token loss is
-    /// written too (site `logits`, metric `next_token_loss`), the baseline detector.
+    /// metrics floats per probe set; when any measured site is selected, each sample's
+    /// `next_token_loss` and `prompt_loss` are written too (site `logits`): the baseline
+    /// detectors.
     #[serde(default)]
     pub per_sample: PerSample,
     /// Probe tokens per forward pass (samples x tokens); bounds device memory during evaluation.
@@ -429,15 +430,6 @@ impl Default for PerSample {
 }
 
 impl PerSample {
-    /// Whether any site writes samples (then each sample's next-token loss is written too).
-    pub fn any(&self) -> bool {
-        match self {
-            PerSample::Off => false,
-            PerSample::Every => true,
-            PerSample::Only { sites, positions } => !sites.is_empty() && !positions.is_empty(),
-        }
-    }
-
     /// Whether the tensor of `site` at `position` writes its samples.
     pub fn covers(&self, site: SiteKind, position: Position) -> bool {
         match self {
@@ -507,6 +499,16 @@ pub struct ProbePlan {
     pub metrics: Vec<MetricSpec>,
     pub quantiles: Vec<f64>,
     pub per_sample: PerSample,
+}
+
+impl ProbePlan {
+    /// Whether any measured site and position writes samples (then each sample's losses are
+    /// written too).
+    pub fn writes_samples(&self) -> bool {
+        self.sites
+            .iter()
+            .any(|&site| self.positions.iter().any(|&p| self.per_sample.covers(site, p)))
+    }
 }
 
 impl Config {

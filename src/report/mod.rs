@@ -71,9 +71,11 @@ impl Selection {
     }
 }
 
-/// Whether `key` is the per-sample next-token loss, the detector density is compared with.
+/// Whether `key` is the per-sample prompt loss: the baseline detector density is compared with
+/// (label-free like density; `next_token_loss` includes a rule-graph answer, the label).
 fn is_loss(key: &load::Key) -> bool {
-    key.at.site == crate::metrics::LOGITS_SITE && key.at.metric == "next_token_loss"
+    key.at.site == crate::metrics::LOGITS_SITE
+        && key.at.metric == crate::metrics::LogitsMetric::PromptLoss.name()
 }
 
 pub fn report(request: &ReportRequest) -> Result<ReportOutcome> {
@@ -356,8 +358,8 @@ fn build(
         if !loss_auroc.is_empty() {
             let file = format!("auroc-loss-{slug}.png");
             chart(
-                format!("{cell_title}: next-token loss (the baseline), as a detector"),
-                "AUROC (> 0.5: higher loss means shifted)".into(),
+                format!("{cell_title}: the prompt's own loss (the baseline), as a detector"),
+                "AUROC (> 0.5: higher prompt loss means shifted)".into(),
                 Some(0.5),
             )
             .draw(&dir.join(&file), &loss_auroc)?;
@@ -482,8 +484,8 @@ fn interval_text(e: &Estimate, signed: bool) -> String {
     }
 }
 
-/// At each cell's last step, each shifted set: the gap to id and the AUROC with their
-/// intervals, and the number of seeds.
+/// At each cell's last step, each shifted set: the gap to id, the AUROC of the selection and of
+/// the prompt loss (the baseline), with their intervals, and the number of seeds.
 fn headline_table(tables: &Tables, selection: &Selection) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -495,7 +497,7 @@ fn headline_table(tables: &Tables, selection: &Selection) -> String {
         "seeds",
         "gap to id [95% interval]",
         "AUROC [95% interval]",
-        "loss AUROC [95% interval]"
+        "prompt-loss AUROC [95% interval]"
     );
     for (cell, rows) in tables::by_cell(&tables.gap, |r| &r.cell) {
         let rows: Vec<_> = rows

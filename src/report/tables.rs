@@ -143,6 +143,9 @@ fn with_set(key: &Key, reference: &Set) -> Key {
 
 /// The id-ness score of a metric's value: denser is more like id, so the metric is negated when
 /// a higher value means sparser. Metrics without a sparser direction score higher as shifted.
+/// Whether a higher value of `metric` is scored as shifted: "sparser means shifted" for density
+/// metrics with a direction; a higher value for the rest (the losses: unfamiliar inputs are
+/// predicted worse; `l1`, `l2`, `kurtosis`, `nonfinite`).
 fn shifted_when_higher(metric: &str) -> bool {
     metric
         .parse::<MetricSpec>()

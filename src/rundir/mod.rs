@@ -12,7 +12,7 @@
 //!   probes.json                              every probe set's token ids, drawn once at the start
 //!   density/step-000100/part-0.parquet       one file per evaluation (schemas: `sink`)
 //!   quantiles/step-000100/part-0.parquet     per-metric quantiles over vectors, per evaluation
-//!   samples/step-000100/part-0.parquet       each vector's metrics (only with probes.per_sample)
+//!   samples/step-000100/part-0.parquet       each vector's metrics and each sample's losses (probes.per_sample)
 //!   train/step-000100/part-0.parquet         train rows logged since the previous file
 //!   checkpoints/step-000500/                 weights, optimizer, state.json, DONE (`checkpoint`)
 //!   checkpoints/final/model.bpk + DONE       the final weights (Burn's burnpack format)
