@@ -7,7 +7,8 @@ with pandas and pyarrow (`pip install pandas pyarrow`); it runs no model.
 
     python3 scripts/findings.py CLAIM REPORT_DIR [REPORT_DIR ...]
 
-CLAIM is one of: graded, emergence, id-curve, activation, detector, size, sites, hops.
+CLAIM is one of: graded, emergence, id-curve, activation, activation-ratio, detector, size,
+sites, hops.
 REPORT_DIR is what `densitrace report` wrote (a sweep's `report/` folder). `size` takes the
 findings-rulegraph report and then the findings-size report; the others take one report.
 """
@@ -28,21 +29,28 @@ def read(report, table):
     path = Path(report) / f"{table}.parquet"
     if not path.exists():
         sys.exit(f"{path}: no such table; run `densitrace report` on the sweep first")
-    return pd.read_parquet(path)
+    df = pd.read_parquet(path)
+    if "shift_level" in df:
+        for probe, levels in df.groupby("probe").shift_level.nunique().items():
+            LEVELS[probe] = max(LEVELS.get(probe, 0), levels)
+    return df
 
 
 def interval(value, lo, hi, signed=True):
-    if not math.isfinite(lo):
-        return f"{value:+.4f}" if signed else f"{value:.4f}"
     f = "{:+.4f}" if signed else "{:.4f}"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{f.format(value)} [no interval]"
     return f"{f.format(value)} [{f.format(lo)}, {f.format(hi)}]"
 
 
+LEVELS = {}  # probe name -> its number of levels, filled by `read` (the report's `set_label` rule)
+
+
 def set_name(row):
-    level = row["shift_level"]
-    if row["shift_family"] in ("none", "random", "domain") or pd.isna(level):
-        return row["probe"]
-    return f"{row['probe']} {level:g}"
+    """The probe name, and its level where the probe has more than one (as the report labels it)."""
+    if LEVELS.get(row["probe"], 1) > 1:
+        return f"{row['probe']} {row['shift_level']:g}"
+    return row["probe"]
 
 
 def at(df, site=SITE, metric=METRIC, position=POSITION):
@@ -91,6 +99,8 @@ def emergence(report):
     for (cell, probe, level), g in gap.groupby(["cell", "probe", "shift_level"], dropna=False):
         g = g.sort_values("step")
         s0, sl = g.iloc[0], g.iloc[-1]
+        if s0.step != 0:
+            sys.exit(f"{cell} {set_name(sl)}: no step 0 in gap.parquet")
         first = first_excluding_zero(g)
         rows.append([cell, set_name(sl), interval(s0.gap, s0.lo, s0.hi),
                      interval(sl.gap, sl.lo, sl.hi), "never" if first is None else first,
@@ -130,6 +140,9 @@ def activation(report):
             for metric in (METRIC, "hoyer"):
                 s = at(summary, site, metric)
                 s = s[(s.cell == cell) & (s.shift_family == "none")].sort_values("step")
+                if s.empty:
+                    row.append("not measured")
+                    continue
                 start, end = s.iloc[0], s.iloc[-1]
                 row.append(f"{interval(start.value, start.lo, start.hi, False)} -> "
                            f"{interval(end.value, end.lo, end.hi, False)}")
@@ -145,6 +158,27 @@ def activation(report):
     table(["cell", "site", f"id {METRIC}", "id hoyer", f"gap (shifted - id) [95%]"], rows)
 
 
+def activation_ratio(report):
+    """Claim 4, the Sparsing Law's measure: each MLP's activation ratio on id, every token."""
+    summary = read(report, "summary")
+    summary = summary[(summary.shift_family == "none") & summary.site.str.endswith("mlp.post")
+                      & (summary.position == "all")]
+    rows = []
+    for (cell, site), g in summary.groupby(["cell", "site"]):
+        row = [cell, site]
+        for metric in ("active_fraction@0.01", "dead_fraction@0.01"):
+            m = g[g.metric == metric].sort_values("step")
+            if m.empty:
+                row.append("not measured")
+                continue
+            start, end = m.iloc[0], m.iloc[-1]
+            row.append(f"{interval(start.value, start.lo, start.hi, False)} -> "
+                       f"{interval(end.value, end.lo, end.hi, False)}")
+        rows.append(row)
+    print(f"Id at every token, step 0 -> step {summary.step.max()} (mean over seeds [95%]):\n")
+    table(["cell", "site", "active_fraction@0.01", "dead_fraction@0.01"], rows)
+
+
 def detector(report):
     """Claim 5: AUROC at the last step at every sampled site, against the loss baseline."""
     ood = read(report, "ood")
@@ -158,13 +192,15 @@ def detector(report):
         for site in sites:
             d = g[(g.metric == METRIC) & (g.site == site)]
             row.append(interval(*d.iloc[0][["value", "lo", "hi"]], signed=False) if len(d) else "-")
-        loss = g[(g.site == "logits") & (g.metric == "next_token_loss")]
-        row.append(interval(*loss.iloc[0][["value", "lo", "hi"]], signed=False) if len(loss) else "-")
+        for loss in ("prompt_loss", "next_token_loss"):
+            d = g[(g.site == "logits") & (g.metric == loss)]
+            row.append(interval(*d.iloc[0][["value", "lo", "hi"]], signed=False) if len(d) else "-")
         rows.append(row)
     print(f"AUROC at step {last}, mean over seeds [95%]. Id is the positive class; for {METRIC}, "
-          "> 0.5 means the shifted set is sparser, < 0.5 denser; for the loss, > 0.5 means higher "
-          "loss on the shifted set:\n")
-    table(["cell", "set"] + sites + ["next-token loss"], rows)
+          "> 0.5 means the shifted set is sparser, < 0.5 denser; for the losses, > 0.5 means "
+          "higher loss on the shifted set (prompt_loss: the prompt's own tokens; next_token_loss: "
+          "every target, a rule-graph answer included):\n")
+    table(["cell", "set"] + sites + ["prompt loss", "next-token loss"], rows)
 
 
 def size(small_report, large_report):
@@ -217,6 +253,7 @@ CLAIMS = {
     "emergence": emergence,
     "id-curve": id_curve,
     "activation": activation,
+    "activation-ratio": activation_ratio,
     "detector": detector,
     "size": size,
     "sites": sites,
