@@ -57,6 +57,16 @@ def at(df, site=SITE, metric=METRIC, position=POSITION):
     return df[(df.site == site) & (df.metric == metric) & (df.position == position)]
 
 
+def trajectory(summary_rows):
+    """`first -> last` step's value with its interval, of one key's summary rows over steps."""
+    if summary_rows.empty:
+        return "not measured"
+    steps = summary_rows.sort_values("step")
+    start, end = steps.iloc[0], steps.iloc[-1]
+    return (f"{interval(start.value, start.lo, start.hi, False)} -> "
+            f"{interval(end.value, end.lo, end.hi, False)}")
+
+
 def table(header, rows):
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -139,13 +149,7 @@ def activation(report):
             row = [cell, site]
             for metric in (METRIC, "hoyer"):
                 s = at(summary, site, metric)
-                s = s[(s.cell == cell) & (s.shift_family == "none")].sort_values("step")
-                if s.empty:
-                    row.append("not measured")
-                    continue
-                start, end = s.iloc[0], s.iloc[-1]
-                row.append(f"{interval(start.value, start.lo, start.hi, False)} -> "
-                           f"{interval(end.value, end.lo, end.hi, False)}")
+                row.append(trajectory(s[(s.cell == cell) & (s.shift_family == "none")]))
             g = at(gap, site)
             g = g[(g.cell == cell) & (g.step == last)]
             # The strongest level of each shifted probe set.
@@ -167,13 +171,7 @@ def activation_ratio(report):
     for (cell, site), g in summary.groupby(["cell", "site"]):
         row = [cell, site]
         for metric in ("active_fraction@0.01", "dead_fraction@0.01"):
-            m = g[g.metric == metric].sort_values("step")
-            if m.empty:
-                row.append("not measured")
-                continue
-            start, end = m.iloc[0], m.iloc[-1]
-            row.append(f"{interval(start.value, start.lo, start.hi, False)} -> "
-                       f"{interval(end.value, end.lo, end.hi, False)}")
+            row.append(trajectory(g[g.metric == metric]))
         rows.append(row)
     print(f"Id at every token, step 0 -> step {summary.step.max()} (mean over seeds [95%]):\n")
     table(["cell", "site", "active_fraction@0.01", "dead_fraction@0.01"], rows)

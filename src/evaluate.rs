@@ -173,9 +173,10 @@ impl Probing<'_> {
         for (p, probe) in self.sets.iter().enumerate() {
             let (logits, losses, sites) = forward(model, probe, self.batch_tokens, self.device);
             let scores = option_scores(model, probe, &logits, self.batch_tokens, self.device);
-            let sample_losses = self.plan.writes_samples().then(|| {
-                Tensor::cat(vec![losses.sequence.clone(), losses.prompt.clone()], 0)
-            });
+            let sample_losses = self
+                .plan
+                .writes_samples()
+                .then(|| Tensor::cat(vec![losses.sequence.clone(), losses.prompt.clone()], 0));
             let stats = answer_stats(logits, losses, scores, probe, self.device);
             answers.push((stats, sample_losses));
             for site in named_sites(sites, &self.plan.sites, self.layers) {
@@ -540,7 +541,10 @@ pub fn forward(
         let nll = -log_softmax(l.clone(), 2).gather(2, targets);
         // Positions 0..last predict the prompt's own tokens 1..=last.
         prompt_losses.push(if last > 0 {
-            nll.clone().slice([0..n, 0..last, 0..1]).mean_dim(1).reshape([n])
+            nll.clone()
+                .slice([0..n, 0..last, 0..1])
+                .mean_dim(1)
+                .reshape([n])
         } else {
             Tensor::<1>::full([n], f32::NAN, device)
         });

@@ -505,9 +505,11 @@ impl ProbePlan {
     /// Whether any measured site and position writes samples (then each sample's losses are
     /// written too).
     pub fn writes_samples(&self) -> bool {
-        self.sites
-            .iter()
-            .any(|&site| self.positions.iter().any(|&p| self.per_sample.covers(site, p)))
+        self.sites.iter().any(|&site| {
+            self.positions
+                .iter()
+                .any(|&p| self.per_sample.covers(site, p))
+        })
     }
 }
 

@@ -71,6 +71,18 @@ impl Selection {
     }
 }
 
+/// The across-seed AUROC rows of `cell` whose key `matches`: what the AUROC figures and the
+/// headline show.
+fn across_seed_auroc<'a>(
+    tables: &'a Tables,
+    cell: &'a str,
+    matches: impl Fn(&load::Key) -> bool + 'a,
+) -> impl Iterator<Item = &'a tables::OodRow> + 'a {
+    tables.ood.iter().filter(move |r| {
+        r.cell == cell && r.seed.is_none() && r.statistic == "auroc" && matches(&r.key)
+    })
+}
+
 /// Whether `key` is the per-sample prompt loss: the baseline detector density is compared with
 /// (label-free like density; `next_token_loss` includes a rule-graph answer, the label).
 fn is_loss(key: &load::Key) -> bool {
@@ -316,15 +328,7 @@ fn build(
         }
 
         let auroc = figures::series(
-            tables
-                .ood
-                .iter()
-                .filter(|r| {
-                    in_cell(&r.cell)
-                        && r.seed.is_none()
-                        && r.statistic == "auroc"
-                        && selection.matches(&r.key)
-                })
+            across_seed_auroc(tables, &cell, |k| selection.matches(k))
                 .map(|r| (&r.key, r.estimate)),
         );
         if !auroc.is_empty() {
@@ -347,13 +351,7 @@ fn build(
         }
 
         let loss_auroc = figures::series(
-            tables
-                .ood
-                .iter()
-                .filter(|r| {
-                    in_cell(&r.cell) && r.seed.is_none() && r.statistic == "auroc" && is_loss(&r.key)
-                })
-                .map(|r| (&r.key, r.estimate)),
+            across_seed_auroc(tables, &cell, is_loss).map(|r| (&r.key, r.estimate)),
         );
         if !loss_auroc.is_empty() {
             let file = format!("auroc-loss-{slug}.png");
@@ -363,7 +361,11 @@ fn build(
                 Some(0.5),
             )
             .draw(&dir.join(&file), &loss_auroc)?;
-            figures.push((cell.clone(), file, "AUROC of the loss baseline over training"));
+            figures.push((
+                cell.clone(),
+                file,
+                "AUROC of the loss baseline over training",
+            ));
         }
 
         if let Some(file) = layers_figure(tables, &cell, &slug, selection, &cell_title, dir)? {
@@ -510,19 +512,12 @@ fn headline_table(tables: &Tables, selection: &Selection) -> String {
         let sets: BTreeSet<&Set> = rows.iter().map(|r| &r.key.set).collect();
         for r in rows.iter().filter(|r| r.key.step == last) {
             let auroc_where = |matches: &dyn Fn(&load::Key) -> bool| {
-                tables
-                    .ood
-                    .iter()
-                    .find(|o| {
-                        o.cell == cell
-                            && o.seed.is_none()
-                            && o.statistic == "auroc"
-                            && o.key.step == r.key.step
-                            && o.key.set == r.key.set
-                            && matches(&o.key)
-                    })
-                    .map(|o| interval_text(&o.estimate, false))
-                    .unwrap_or_else(|| "-".into())
+                across_seed_auroc(tables, &cell, |k| {
+                    k.step == r.key.step && k.set == r.key.set && matches(k)
+                })
+                .next()
+                .map(|o| interval_text(&o.estimate, false))
+                .unwrap_or_else(|| "-".into())
             };
             let _ = writeln!(
                 out,
