@@ -206,7 +206,12 @@ fn a_sweep_keeps_running_its_own_binary_after_the_file_is_replaced() {
     };
     std::fs::copy(&original, &copy).unwrap();
     let child = std::process::Command::new(&copy)
-        .args(["sweep", file.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args([
+            "sweep",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .args(["--jobs", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
