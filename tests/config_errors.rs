@@ -376,3 +376,117 @@ fn malformed_configs_exit_2_name_the_field_and_leave_nothing() {
     assert_eq!(result.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cannot create a run directory"), "{stderr}");
 }
+
+/// `reference` and `matched_to` (probe sets compared with, or matched to, another set): each bad
+/// use exits 2 through the CLI, names the field, and leaves no run directory. The last cases are
+/// found only when the sets are drawn (a target that ends in a token no training fact ends in),
+/// which also happens before the run directory exists.
+#[test]
+fn bad_references_and_matched_sets_exit_2_name_the_field_and_leave_nothing() {
+    const LAST: &str = "    - {name: random, family: random}";
+    assert!(GOOD.contains(LAST));
+    let with = |extra: &str| GOOD.replace(LAST, &format!("{LAST}\n{extra}"));
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        (
+            "reference to an unknown set",
+            GOOD.replace(LAST, "    - {name: random, family: random, reference: nope}"),
+            &["probes.sets[3].reference", "\"nope\""],
+        ),
+        (
+            "reference to itself",
+            GOOD.replace(LAST, "    - {name: random, family: random, reference: random}"),
+            &["probes.sets[3].reference", "itself"],
+        ),
+        (
+            "matched_to on a shifted family",
+            GOOD.replace(LAST, "    - {name: random, family: random, matched_to: id}"),
+            &["probes.sets[3].matched_to", "family none"],
+        ),
+        (
+            "matched_to an unknown set",
+            with("    - {name: m, family: none, matched_to: nope}"),
+            &["probes.sets[4].matched_to", "\"nope\""],
+        ),
+        (
+            "matched_to itself",
+            with("    - {name: m, family: none, matched_to: m}"),
+            &["probes.sets[4].matched_to", "itself"],
+        ),
+        (
+            "matched_to a matched set",
+            with(
+                "    - {name: m1, family: none, matched_to: hops}\n    \
+                 - {name: m2, family: none, matched_to: m1}",
+            ),
+            &["probes.sets[5].matched_to", "itself matched"],
+        ),
+        (
+            "matched_to with levels",
+            with("    - {name: m, family: none, matched_to: hops, levels: [2]}"),
+            &["probes.sets[4].levels", "matched_to"],
+        ),
+        (
+            "matched_to with samples",
+            with("    - {name: m, family: none, matched_to: hops, samples: 10}"),
+            &["probes.sets[4].samples", "matched_to"],
+        ),
+        (
+            "matched_to on a grammar",
+            "name: g\ndata:\n  source: {kind: grammar, symbols: 32, documents: 40, length: 100}\n  \
+             context: 8\nprobes:\n  every: 5\n  samples: 8\n  sets:\n    \
+             - {name: id, family: none}\n    - {name: m, family: none, matched_to: id}\n"
+                .to_string(),
+            &["probes.sets[1].matched_to", "rule graph", "grammar"],
+        ),
+        (
+            "matched to random prompts, whose last tokens are mostly entities",
+            with("    - {name: m, family: none, matched_to: random}"),
+            &[
+                "probes.sets[4].matched_to",
+                "\"random\"",
+                "level 1",
+                "token",
+                "entity",
+            ],
+        ),
+        (
+            "matched to fully corrupted prompts",
+            with("    - {name: m, family: none, matched_to: corrupt}"),
+            &["probes.sets[4].matched_to", "\"corrupt\"", "entity"],
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (what, yaml, needles) in &cases {
+        assert_ne!(yaml.as_str(), GOOD, "{what}: the replacement did not apply");
+        let config = dir.path().join("bad.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let out = dir.path().join("runs");
+        let (code, stderr) = run_cli(&config, &out);
+        assert_eq!(code, Some(2), "{what}: {stderr}");
+        for needle in *needles {
+            assert!(
+                stderr.contains(needle),
+                "{what}: {stderr:?} does not name {needle:?}"
+            );
+        }
+        assert!(!out.exists(), "{what}: a run directory was created");
+    }
+}
+
+/// The two documented uses validate: a matched reference for `hops`, and a negative control.
+#[test]
+fn the_documented_matched_sets_are_valid() {
+    let yaml = GOOD.replace(
+        "    - {name: hops, family: hops}",
+        "    - {name: id_hops, family: none, matched_to: hops}\n    \
+         - {name: hops, family: hops, reference: id_hops}\n    \
+         - {name: id_again, family: none, matched_to: id, reference: id}",
+    );
+    assert_ne!(yaml, GOOD);
+    let config = Config::from_yaml(&yaml, "matched.yaml", &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.probes.reference_of("hops"), Some("id_hops"));
+    assert_eq!(config.probes.reference_of("id_again"), Some("id"));
+    assert_eq!(config.probes.reference_of("id"), None);
+    let again = Config::from_yaml(&config.to_yaml(), "resolved.yaml", &[]).unwrap();
+    assert_eq!(again, config);
+}

@@ -19,7 +19,9 @@ use super::{RuleGraphConfig, SourceConfig};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ShiftFamily {
-    /// In-distribution: training facts (rule graph) or held-out windows (other sources). Level 0.
+    /// In-distribution: training facts (rule graph) or held-out windows (other sources). Level 0;
+    /// a matched set (`matched_to`, rule graph) takes the levels of the set it is matched to
+    /// instead (`data::probes::levels_among`), which `levels` and `default_levels` do not see.
     None,
     /// Rule graph: held-out deducible facts; the level is the number of relations the rule chains.
     Hops,

@@ -402,6 +402,43 @@ pub struct ProbeSetConfig {
     /// Overrides `probes.samples` for this set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<usize>,
+    /// The name of another set in the same list that `densitrace report` takes this set's gaps,
+    /// detection scores and tests against; absent, the in-distribution (`none`) set, as before.
+    /// Only recorded and checked here (see `ProbesConfig::reference_of`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Rule graph, family `none` only: draw this set as training facts matched to another set's
+    /// samples. For each level of the named set, and each of its samples in order, one training
+    /// fact whose prompt ends in the same token (the token measured as `last`, the relation); the
+    /// set takes the named set's levels and sample counts (see `data::probes`). The named set
+    /// may not itself be matched, and this set gives no `levels` or `samples`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_to: Option<String>,
+}
+
+impl ProbesConfig {
+    /// The set `set_name`'s declared `reference`: the name of the set the report compares it
+    /// with; `None` when it declares none (the report's default, the in-distribution set) or
+    /// when no set has that name.
+    pub fn reference_of(&self, set_name: &str) -> Option<&str> {
+        reference_of(&self.sets, set_name)
+    }
+
+    /// The set `set_name`'s `matched_to`: the set whose last tokens it matches; `None` for an
+    /// ordinary set or an unknown name.
+    pub fn matched_to_of(&self, set_name: &str) -> Option<&str> {
+        self.sets
+            .iter()
+            .find(|s| s.name == set_name)
+            .and_then(|s| s.matched_to.as_deref())
+    }
+}
+
+/// As `ProbesConfig::reference_of`, in any list of sets (a `densitrace probe` file's too).
+pub fn reference_of<'a>(sets: &'a [ProbeSetConfig], set_name: &str) -> Option<&'a str> {
+    sets.iter()
+        .find(|s| s.name == set_name)
+        .and_then(|s| s.reference.as_deref())
 }
 
 /// Which measured tensors write their per-vector table to `samples/`.

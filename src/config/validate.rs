@@ -257,9 +257,58 @@ impl Config {
                     format!("only family domain takes a source, not {name}"),
                 );
             }
+            if let Some(reference) = &set.reference {
+                check_names_another(sets, i, reference, &format!("{path}.reference"), &mut check);
+            }
             let lpath = format!("{path}.levels");
+            if let Some(target) = &set.matched_to {
+                let mpath = format!("{path}.matched_to");
+                check(
+                    family == ShiftFamily::None,
+                    &mpath,
+                    format!("only a set of family none can be matched, not {name}"),
+                );
+                check(
+                    rg.is_some(),
+                    &mpath,
+                    format!(
+                        "matched sets are drawn from the rule graph's training facts; \
+                         data.source kind {source} has none"
+                    ),
+                );
+                if check_names_another(sets, i, target, &mpath, &mut check) {
+                    let other = sets.iter().find(|s| &s.name == target);
+                    if let Some(further) = other.and_then(|o| o.matched_to.as_ref()) {
+                        check(
+                            false,
+                            &mpath,
+                            format!(
+                                "{target:?} is itself matched (to {further:?}); match to a set \
+                                 that is not"
+                            ),
+                        );
+                    }
+                }
+                check(
+                    set.levels.is_none(),
+                    &lpath,
+                    format!(
+                        "a matched set takes the levels of {target:?} (matched_to): remove levels"
+                    ),
+                );
+                check(
+                    set.samples.is_none(),
+                    &format!("{path}.samples"),
+                    format!(
+                        "a matched set takes the sample counts of {target:?} (matched_to): \
+                         remove samples"
+                    ),
+                );
+            }
             let levels = set.levels.as_deref().unwrap_or(&[]);
             match family.levels() {
+                // A matched set's levels were refused above, naming `matched_to`.
+                Levels::Fixed(_) if set.matched_to.is_some() => {}
                 Levels::Fixed(_) => check(
                     set.levels.is_none(),
                     &lpath,
@@ -292,6 +341,35 @@ impl Config {
         }
         issues
     }
+}
+
+/// Checks that `name`, given at `path` by set `i` of `sets`, names another set of the list;
+/// returns whether it does.
+fn check_names_another(
+    sets: &[ProbeSetConfig],
+    i: usize,
+    name: &str,
+    path: &str,
+    check: &mut dyn FnMut(bool, &str, String),
+) -> bool {
+    if name == sets[i].name {
+        check(
+            false,
+            path,
+            format!("{name:?} is this set itself: name another set"),
+        );
+        return false;
+    }
+    if !sets.iter().any(|s| s.name == name) {
+        let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
+        check(
+            false,
+            path,
+            format!("no probe set is named {name:?}; the sets are {names:?}"),
+        );
+        return false;
+    }
+    true
 }
 
 /// The checks of one source's fields.

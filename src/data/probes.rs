@@ -7,6 +7,11 @@
 //!
 //! Rule graph (`data.source.kind: rulegraph`), each sample `BOS head relation tail`:
 //! - `none` (0): training facts.
+//! - `none` with `matched_to: T` (T's levels): training facts matched to set T's samples, for
+//!   each level L of T a set at level L with one training fact per T sample at L, in order, whose
+//!   prompt ends in the same token as that sample's `last` position (its relation): the same
+//!   last-read tokens and counts as T, on familiar facts. Drawn after the other sets, from T's
+//!   built samples (`with_matched_sets`).
 //! - `hops` (k): held-out deducible facts whose rule chains k relations.
 //! - `token_corruption` (p): the `none` facts, each prompt token after BOS replaced with
 //!   probability p by a different token (never BOS); the answer stays.
@@ -45,7 +50,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ProbeSetConfig, ShiftFamily};
-use crate::data::rulegraph::{BOS, Fact, KnowledgeBase};
+use crate::data::rulegraph::{BOS, Fact, KnowledgeBase, PROMPT_LEN};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::{Dataset, Documents, Kind, noise, source};
 use crate::error::InputError;
@@ -140,19 +145,32 @@ pub fn content_hash(sets: &[ProbeSet]) -> String {
 }
 
 /// Every probe set of `sets`, in order, levels as given; `seed` is the run's seed.
+///
+/// Matched sets (`matched_to`) are drawn after the others, from the built (and cut to size)
+/// samples of the sets they are matched to, and then put back in their place in `sets`: the
+/// output is in `levels_of` order either way.
 pub fn build(
     config: &Config,
     sets: &[ProbeSetConfig],
     data: &Dataset,
 ) -> Result<Vec<ProbeSet>, InputError> {
     let samples_of = |set: &ProbeSetConfig| set.samples.unwrap_or(config.probes.samples);
-    let most = sets.iter().map(samples_of).max().unwrap_or(1);
-    let mut out = match &data.kind {
+    // A matched set draws its own facts, as many as its target has: it takes no share here.
+    let most = sets
+        .iter()
+        .filter(|s| s.matched_to.is_none())
+        .map(samples_of)
+        .max()
+        .unwrap_or(1);
+    let (mut out, id) = match &data.kind {
         Kind::Facts(kb) => facts_sets(config, sets, kb, data.vocab_size, most)?,
         Kind::Documents(docs) => document_sets(config, sets, docs, data, most)?,
     };
     // Each set keeps its own sample count (a prefix of the shared draw).
-    for (set, cfg) in out.iter_mut().zip(levels_of(config, sets)) {
+    let unmatched = levels_of(config, sets)
+        .into_iter()
+        .filter(|s| s.matched_to.is_none());
+    for (set, cfg) in out.iter_mut().zip(unmatched) {
         let n = samples_of(cfg).min(set.samples());
         set.tokens.truncate(n * (set.len + 1));
         if let (Some(options), Some(correct)) = (&mut set.options, &mut set.correct) {
@@ -161,20 +179,43 @@ pub fn build(
             correct.truncate(n);
         }
     }
-    Ok(out)
+    if sets.iter().all(|s| s.matched_to.is_none()) {
+        return Ok(out);
+    }
+    let Kind::Facts(kb) = &data.kind else {
+        let i = sets.iter().position(|s| s.matched_to.is_some()).unwrap();
+        return Err(InputError::Other(format!(
+            "probes.sets[{i}].matched_to: matched sets are drawn from the rule graph's training \
+             facts; this source has none"
+        )));
+    };
+    with_matched_sets(config, sets, out, kb, &id)
 }
 
 /// The config of each built set, level by level, in build order.
 fn levels_of<'a>(config: &Config, sets: &'a [ProbeSetConfig]) -> Vec<&'a ProbeSetConfig> {
     sets.iter()
-        .flat_map(|s| std::iter::repeat_n(s, levels(config, s).len()))
+        .flat_map(|s| std::iter::repeat_n(s, levels_among(config, sets, s).len()))
         .collect()
 }
 
-/// The levels a set expands to (see `ShiftFamily::default_levels`).
+/// The levels a set of the config's own `probes.sets` expands to (see `levels_among`).
 pub fn levels(config: &Config, set: &ProbeSetConfig) -> Vec<f64> {
-    set.family
-        .default_levels(config.rulegraph(), set.levels.as_deref())
+    levels_among(config, &config.probes.sets, set)
+}
+
+/// The levels `set`, one of `sets`, expands to: its family's (see `ShiftFamily::default_levels`),
+/// or, for a matched set (`matched_to`), the levels of the set in `sets` it is matched to. Only
+/// called on validated sets.
+pub fn levels_among(config: &Config, sets: &[ProbeSetConfig], set: &ProbeSetConfig) -> Vec<f64> {
+    let target = set
+        .matched_to
+        .as_deref()
+        .and_then(|name| sets.iter().find(|s| s.name == name))
+        .unwrap_or(set);
+    target
+        .family
+        .default_levels(config.rulegraph(), target.levels.as_deref())
 }
 
 fn rng_for(config: &Config, set: &ProbeSetConfig, level: f64) -> ChaCha8Rng {
@@ -192,19 +233,23 @@ fn draw<T: Copy>(items: &[T], n: usize, rng: &mut ChaCha8Rng) -> Vec<T> {
     order.into_iter().take(n).map(|i| items[i]).collect()
 }
 
+/// Every set but the matched ones, and the unshifted samples they were measured against.
 fn facts_sets(
     config: &Config,
     sets: &[ProbeSetConfig],
     kb: &KnowledgeBase,
     vocab: usize,
     samples: usize,
-) -> Result<Vec<ProbeSet>, InputError> {
+) -> Result<(Vec<ProbeSet>, Vec<Vec<u32>>), InputError> {
     let mut id_rng = ChaCha8Rng::seed_from_u64(derive_seed(config.seed, "probes/id"));
     let id_facts = draw(&kb.train, samples, &mut id_rng);
     let id: Vec<Vec<u32>> = id_facts.iter().map(|f| kb.sequence(f)).collect();
     let mut out = Vec::new();
     for (i, set) in sets.iter().enumerate() {
-        for level in levels(config, set) {
+        if set.matched_to.is_some() {
+            continue;
+        }
+        for level in levels_among(config, sets, set) {
             let mut rng = rng_for(config, set, level);
             let probe = match set.family {
                 ShiftFamily::None => ProbeSet::from_sequences(set, level, id.clone(), true),
@@ -308,7 +353,116 @@ fn facts_sets(
         }
     }
     measure_shift(&mut out, &id);
+    Ok((out, id))
+}
+
+/// `unmatched`, the built sets of `sets` but the matched ones (in order, cut to size), with the
+/// matched sets drawn and put in their places; `id` is the unshifted samples for the distances.
+fn with_matched_sets(
+    config: &Config,
+    sets: &[ProbeSetConfig],
+    unmatched: Vec<ProbeSet>,
+    kb: &KnowledgeBase,
+    id: &[Vec<u32>],
+) -> Result<Vec<ProbeSet>, InputError> {
+    // Where each unmatched set's levels lie in `unmatched`.
+    let mut at = std::collections::HashMap::new();
+    let mut next = 0;
+    for set in sets.iter().filter(|s| s.matched_to.is_none()) {
+        let n = levels_among(config, sets, set).len();
+        at.insert(set.name.as_str(), next..next + n);
+        next += n;
+    }
+    debug_assert_eq!(next, unmatched.len());
+    let mut matched = Vec::new();
+    for (i, set) in sets.iter().enumerate() {
+        if let Some(target) = &set.matched_to {
+            let range = at.get(target.as_str()).cloned().ok_or_else(|| {
+                InputError::Other(format!(
+                    "probes.sets[{i}].matched_to: {target:?} is not an unmatched probe set"
+                ))
+            })?;
+            let mut drawn = matched_set(config, i, set, &unmatched[range], kb)?;
+            measure_shift(&mut drawn, id);
+            matched.push(drawn);
+        }
+    }
+    let mut matched = matched.into_iter();
+    let mut unmatched = unmatched.into_iter();
+    let mut out = Vec::new();
+    for set in sets {
+        if set.matched_to.is_some() {
+            out.extend(matched.next().expect("one per matched set"));
+        } else {
+            let n = at[set.name.as_str()].len();
+            out.extend(unmatched.by_ref().take(n));
+        }
+    }
     Ok(out)
+}
+
+/// Set `i` of the config, `set`, matched to the built levels `targets` of another set: for each
+/// target level L, a `none` set at level L with one training fact per target sample, in order,
+/// whose prompt ends in the token the target sample has at its `last` position. Per level and
+/// per such token, the token's training facts are shuffled by the set's own rng and taken in
+/// order, re-used from the start only when all were taken.
+fn matched_set(
+    config: &Config,
+    i: usize,
+    set: &ProbeSetConfig,
+    targets: &[ProbeSet],
+    kb: &KnowledgeBase,
+) -> Result<Vec<ProbeSet>, InputError> {
+    let mut pools: std::collections::BTreeMap<u32, Vec<Fact>> = Default::default();
+    for fact in &kb.train {
+        let last = kb.prompt(fact)[PROMPT_LEN - 1];
+        pools.entry(last).or_default().push(*fact);
+    }
+    let target_name = set.matched_to.as_deref().unwrap_or_default();
+    targets
+        .iter()
+        .map(|target| {
+            let level = target.level;
+            let mut rng = rng_for(config, set, level);
+            // Each token's pool in its shuffled order, and the next fact to take.
+            let mut drawn: std::collections::HashMap<u32, (Vec<Fact>, usize)> = Default::default();
+            let seqs = (0..target.samples())
+                .map(|j| {
+                    let token = target.sample(j)[target.last_index()];
+                    let Some(pool) = pools.get(&token) else {
+                        return Err(InputError::Other(format!(
+                            "probes.sets[{i}].matched_to: sample {j} of {target_name:?} at level \
+                             {level} ends in token {token} ({}), which no training fact's prompt \
+                             ends in: a matched set needs a target whose last read token is a \
+                             relation",
+                            token_word(kb, token)
+                        )));
+                    };
+                    let (order, next) = drawn.entry(token).or_insert_with(|| {
+                        let mut order = pool.clone();
+                        order.shuffle(&mut rng);
+                        (order, 0)
+                    });
+                    let fact = order[*next % order.len()];
+                    *next += 1;
+                    Ok(kb.sequence(&fact))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ProbeSet::from_sequences(set, level, seqs, true))
+        })
+        .collect()
+}
+
+/// A rule-graph token as the tokenizer writes it (`<bos>`, `e12`, `r3`), for messages.
+fn token_word(kb: &KnowledgeBase, token: u32) -> String {
+    let entities = kb.entities as u32;
+    let relations = (kb.base_relations + kb.rules.len()) as u32;
+    match token {
+        BOS => "<bos>".into(),
+        t if t <= entities => format!("entity e{}", t - 1),
+        t if t <= entities + relations => format!("relation r{}", t - 1 - entities),
+        _ => "<unk>".into(),
+    }
 }
 
 /// A window start in the held-out text: where its text begins, and its unshifted tokens.
@@ -373,20 +527,21 @@ fn span_at(text: &[u8], start: usize, span: usize) -> &[u8] {
     &text[start..end]
 }
 
+/// Every set but the matched ones (which need the rule graph), and the unshifted windows.
 fn document_sets(
     config: &Config,
     sets: &[ProbeSetConfig],
     docs: &Documents,
     data: &Dataset,
     samples: usize,
-) -> Result<Vec<ProbeSet>, InputError> {
+) -> Result<(Vec<ProbeSet>, Vec<Vec<u32>>), InputError> {
     let tokenizer = &data.tokenizer;
     let context = config.context();
     let len_at = |level: f64| (level * context as f64).round() as usize;
     let longest = sets
         .iter()
         .filter(|s| s.family == ShiftFamily::Length)
-        .flat_map(|s| levels(config, s))
+        .flat_map(|s| levels_among(config, sets, s))
         .map(len_at)
         .fold(context, usize::max);
     let base = windows(
@@ -410,8 +565,11 @@ fn document_sets(
     };
     let mut out = Vec::new();
     for (i, set) in sets.iter().enumerate() {
+        if set.matched_to.is_some() {
+            continue;
+        }
         let name = format!("probes.sets[{i}] ({})", set.name);
-        for level in levels(config, set) {
+        for level in levels_among(config, sets, set) {
             let mut rng = rng_for(config, set, level);
             let noised =
                 |noise: &mut dyn FnMut(&str) -> String| -> Result<Vec<Vec<u32>>, InputError> {
@@ -497,7 +655,7 @@ fn document_sets(
         }
     }
     measure_shift(&mut out, &id);
-    Ok(out)
+    Ok((out, id))
 }
 
 /// Multiple choice on text: the question is a window's first `context` tokens, the true option
@@ -708,4 +866,251 @@ mod round_trip {
             assert_eq!(serde_json::to_string(&value).unwrap(), text);
         }
     }
+}
+
+/// Matched sets (`matched_to`): training facts with a target set's last-read tokens, level by
+/// level; and configs without the new fields build what they built before.
+#[cfg(test)]
+mod matched {
+    use super::*;
+
+    fn rulegraph(sets: &str) -> Config {
+        let yaml = format!(
+            "name: m\nseed: 3\ndata:\n  source: {{kind: rulegraph}}\n\
+             probes:\n  every: 5\n  samples: 150\n  sets:\n{sets}"
+        );
+        Config::from_yaml(&yaml, "m.yaml", &[]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn built(config: &Config) -> (KnowledgeBase, Vec<ProbeSet>) {
+        let data = Dataset::prepare(config, None).unwrap();
+        let sets = build(config, &config.probes.sets, &data).unwrap();
+        let Kind::Facts(kb) = data.kind else {
+            panic!("a rule graph")
+        };
+        (kb, sets)
+    }
+
+    fn named<'a>(sets: &'a [ProbeSet], name: &str) -> Vec<&'a ProbeSet> {
+        sets.iter().filter(|s| s.name == name).collect()
+    }
+
+    fn last_tokens(set: &ProbeSet) -> Vec<u32> {
+        (0..set.samples())
+            .map(|j| set.sample(j)[set.last_index()])
+            .collect()
+    }
+
+    /// Every sample is a training fact's whole sequence.
+    fn assert_training_facts(kb: &KnowledgeBase, set: &ProbeSet) {
+        let train: HashSet<Vec<u32>> = kb.train.iter().map(|f| kb.sequence(f)).collect();
+        assert_eq!(set.len, PROMPT_LEN);
+        assert!(set.has_answer);
+        for j in 0..set.samples() {
+            assert!(
+                train.contains(set.sample(j)),
+                "{} at {}: sample {j} {:?} is not a training fact",
+                set.name,
+                set.level,
+                set.sample(j)
+            );
+        }
+    }
+
+    #[test]
+    fn a_matched_set_ends_in_its_targets_tokens_sample_for_sample_at_every_level() {
+        let config = rulegraph(
+            "    - {name: id, family: none}\n\
+             \x20   - {name: id_hops, family: none, matched_to: hops}\n\
+             \x20   - {name: hops, family: hops, reference: id_hops, samples: 120}\n\
+             \x20   - {name: id_conflict, family: none, matched_to: conflict}\n\
+             \x20   - {name: conflict, family: conflict, levels: [1, 3]}\n",
+        );
+        let (kb, sets) = built(&config);
+        // Output order is config order, level by level (what `levels_of` says).
+        let order: Vec<(&str, f64)> = sets.iter().map(|s| (s.name.as_str(), s.level)).collect();
+        let expected: Vec<(&str, f64)> = levels_of(&config, &config.probes.sets)
+            .iter()
+            .zip(config.probes.sets.iter().flat_map(|s| levels(&config, s)))
+            .map(|(s, l)| (s.name.as_str(), l))
+            .collect();
+        assert_eq!(order, expected);
+        assert_eq!(
+            levels(&config, &config.probes.sets[1]),
+            [2.0, 3.0, 4.0, 5.0]
+        );
+        assert_eq!(levels(&config, &config.probes.sets[3]), [1.0, 3.0]);
+        for (matched, target) in [("id_hops", "hops"), ("id_conflict", "conflict")] {
+            let (m, t) = (named(&sets, matched), named(&sets, target));
+            assert_eq!(m.len(), t.len(), "{matched}: one set per level of {target}");
+            for (m, t) in m.iter().zip(&t) {
+                assert_eq!(m.family, ShiftFamily::None);
+                assert_eq!(m.level.to_bits(), t.level.to_bits(), "{matched}: the level");
+                assert_eq!(
+                    m.samples(),
+                    t.samples(),
+                    "{matched} at {}: the count",
+                    m.level
+                );
+                assert_eq!(
+                    last_tokens(m),
+                    last_tokens(t),
+                    "{matched} at {}: the last tokens",
+                    m.level
+                );
+                assert_training_facts(&kb, m);
+                // Derived relations, of this hop count's rules: not the base relations id is
+                // mostly made of.
+                let base = kb.relation_token(kb.base_relations as u32);
+                if target == "hops" {
+                    assert!(last_tokens(m).iter().all(|&t| t >= base));
+                }
+            }
+        }
+        assert!(named(&sets, "hops").iter().all(|s| s.samples() == 120));
+        assert!(named(&sets, "conflict").iter().all(|s| s.samples() == 150));
+
+        // Adding matched sets (and references) changes no other set.
+        let plain = rulegraph(
+            "    - {name: id, family: none}\n\
+             \x20   - {name: hops, family: hops, samples: 120}\n\
+             \x20   - {name: conflict, family: conflict, levels: [1, 3]}\n",
+        );
+        let (_, before) = built(&plain);
+        let after: Vec<ProbeSet> = sets
+            .iter()
+            .filter(|s| !s.name.starts_with("id_"))
+            .cloned()
+            .collect();
+        assert_eq!(after, before);
+    }
+
+    #[test]
+    fn matched_to_id_is_another_draw_with_the_same_last_tokens() {
+        let config = rulegraph(
+            "    - {name: id, family: none}\n\
+             \x20   - {name: id_again, family: none, matched_to: id, reference: id}\n",
+        );
+        let (kb, sets) = built(&config);
+        assert_eq!(sets.len(), 2);
+        let (id, again) = (&sets[0], &sets[1]);
+        assert_eq!((again.name.as_str(), again.level), ("id_again", 0.0));
+        assert_eq!(again.samples(), id.samples());
+        assert_eq!(last_tokens(again), last_tokens(id));
+        let mut a = last_tokens(again);
+        let mut b = last_tokens(id);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "the same multiset of last tokens");
+        assert_ne!(again.tokens, id.tokens, "another draw, not a copy");
+        let same = (0..id.samples())
+            .filter(|&j| id.sample(j) == again.sample(j))
+            .count();
+        assert!(same < id.samples() / 4, "{same} samples coincide");
+        assert_training_facts(&kb, again);
+        assert_eq!(config.probes.reference_of("id_again"), Some("id"));
+        assert_eq!(config.probes.reference_of("id"), None);
+        assert_eq!(config.probes.matched_to_of("id_again"), Some("id"));
+
+        // Seeded: the same config draws the same set.
+        let (_, again2) = built(&config);
+        assert_eq!(again2, sets);
+    }
+
+    /// A pool smaller than the target's count is re-used from the start, never short: the
+    /// token's facts in one shuffled order, then the same order again.
+    #[test]
+    fn an_exhausted_pool_is_cycled() {
+        let config = rulegraph(
+            "    - {name: id, family: none}\n\
+             \x20   - {name: m, family: none, matched_to: id}\n",
+        );
+        let data = Dataset::prepare(&config, None).unwrap();
+        let Kind::Facts(kb) = &data.kind else {
+            panic!("a rule graph")
+        };
+        // 450 samples that all end in relation r0, whose pool is one fact per entity (200).
+        let fact = kb.train.iter().find(|f| f.relation == 0).unwrap();
+        let target = ProbeSet::from_sequences(
+            &config.probes.sets[0],
+            0.0,
+            vec![kb.sequence(fact); 450],
+            true,
+        );
+        let m = &matched_set(&config, 1, &config.probes.sets[1], &[target], kb).unwrap()[0];
+        assert_eq!(m.samples(), 450);
+        assert_training_facts(kb, m);
+        let pool: HashSet<Vec<u32>> = kb
+            .train
+            .iter()
+            .filter(|f| f.relation == 0)
+            .map(|f| kb.sequence(f))
+            .collect();
+        assert_eq!(pool.len(), 200);
+        let first: HashSet<Vec<u32>> = (0..200).map(|j| m.sample(j).to_vec()).collect();
+        assert_eq!(first, pool, "the whole pool before any fact repeats");
+        for j in 200..450 {
+            assert_eq!(m.sample(j), m.sample(j - 200), "cycled in the same order");
+        }
+    }
+
+    /// A target whose last tokens include entities (random prompts) is bad input, named.
+    #[test]
+    fn a_target_ending_in_a_token_no_fact_ends_in_is_refused_naming_the_field() {
+        let config = rulegraph(
+            "    - {name: random, family: random}\n\
+             \x20   - {name: m, family: none, matched_to: random}\n",
+        );
+        let data = Dataset::prepare(&config, None).unwrap();
+        let e = build(&config, &config.probes.sets, &data).unwrap_err();
+        let message = e.to_string();
+        for needle in [
+            "probes.sets[1].matched_to",
+            "\"random\"",
+            "level 1",
+            "token",
+        ] {
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+        }
+    }
+
+    /// The new fields are optional and never written when absent: old configs and their
+    /// config.yaml read and write as before.
+    #[test]
+    fn sets_without_the_new_fields_serialize_as_before() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/quickstart.yaml");
+        let config = Config::load(&path, &[]).unwrap();
+        assert!(
+            config
+                .probes
+                .sets
+                .iter()
+                .all(|s| s.reference.is_none() && s.matched_to.is_none())
+        );
+        let yaml = config.to_yaml();
+        assert!(
+            !yaml.contains("reference") && !yaml.contains("matched_to"),
+            "{yaml}"
+        );
+        let json = serde_json::to_string(&config.probes.sets).unwrap();
+        assert!(
+            !json.contains("reference") && !json.contains("matched_to"),
+            "{json}"
+        );
+    }
+
+    /// The quickstart's probe sets, as drawn before matched sets existed: the content hash its
+    /// runs record in their manifests.
+    #[test]
+    fn the_quickstart_probe_sets_hash_as_before() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/quickstart.yaml");
+        let config = Config::load(&path, &[]).unwrap();
+        let (_, sets) = built(&config);
+        assert_eq!(content_hash(&sets), QUICKSTART_PROBES_HASH);
+    }
+
+    /// Computed by the code before `reference` and `matched_to` existed (commit 9175343).
+    const QUICKSTART_PROBES_HASH: &str = "ec376ab398b461b8";
 }
