@@ -17,6 +17,9 @@
 //!   cells/007-seed=3,model.activation=silu/          each cell's run directory (as `run` writes)
 //!   logs/007-seed=3,model.activation=silu.log        each cell's stdout and stderr, appended
 //!   sweep.json.lock                  the lock every change of sweep.json is made under
+//!   sweep.lock                       held while a process runs the sweep: exclusively by a
+//!                                    local sweep (or --resume), shared by each `--cell` task
+//!   locks/007-....lock               held by the process that runs (supervises) that cell
 //!   slurm.sbatch                     with --slurm: the job array, one task a cell
 //! ```
 //!
@@ -25,6 +28,14 @@
 //! killed sweep is continued cell by cell with the runs' own `--resume`. `sweep.json` is only
 //! changed under an OS lock (`sweep.json.lock`), so cells finishing at once, in this process or in
 //! Slurm tasks, never lose each other's state.
+//!
+//! Two processes never run one sweep or one cell at once: a local sweep holds `sweep.lock`
+//! exclusively, so a second `--resume` (or a `--cell` task) is refused with exit 2; each `--cell`
+//! task holds it shared and its cell's lock exclusively, so a second `--cell` on a cell being run
+//! is refused with exit 2 and changes nothing. The locks are OS locks, released when their holder
+//! dies. Every read of `sweep.json` reconciles each cell with its run: a run whose manifest says
+//! completed (or diverged) is `done` (`diverged`) whatever was recorded, and a `running` cell whose
+//! lock nobody holds (its process was killed) is `interrupted`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -312,6 +323,18 @@ fn plan(file: &Path, cli_set: &[String]) -> Result<Plan, InputError> {
             )
         })?;
         config.absolutize_paths(&cwd);
+        let yaml = config.to_yaml();
+        if let Some(same) = configs.iter().position(|c: &Config| c.to_yaml() == yaml) {
+            let first: &Cell = &record_cells[same];
+            return Err(bad_file(
+                file,
+                format!(
+                    "cells {} and {name} resolve to the same config (is a grid value repeated?): \
+                     a sweep's cells must differ, or the report would count one run twice",
+                    first.name
+                ),
+            ));
+        }
         configs.push(config);
         record_cells.push(Cell {
             index,
@@ -377,10 +400,124 @@ impl SweepDir {
         Ok(self.read()?.cells.len())
     }
 
+    /// `sweep.json`, each cell reconciled with its run (`reconcile`).
     fn read(&self) -> Result<SweepRecord> {
+        let mut record = self.read_recorded()?;
+        for cell in &mut record.cells {
+            self.reconcile(cell);
+        }
+        Ok(record)
+    }
+
+    fn read_recorded(&self) -> Result<SweepRecord> {
         let path = self.root.join(SWEEP_JSON);
         let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Makes `cell`'s state agree with its run: a run whose manifest says completed is `done`
+    /// (and diverged `diverged`) whatever a process recorded, and a `running` cell that no live
+    /// process holds (`cell_is_held`) is `interrupted`.
+    fn reconcile(&self, cell: &mut Cell) {
+        let status = rundir::read_manifest(&self.root.join(&cell.dir))
+            .ok()
+            .map(|m| m.status);
+        match status.as_deref() {
+            Some("completed") if cell.state != CellState::Done => {
+                cell.state = CellState::Done;
+                cell.exit_code = Some(0);
+            }
+            Some("diverged") if cell.state != CellState::Diverged => {
+                cell.state = CellState::Diverged;
+                cell.exit_code = Some(3);
+            }
+            _ if cell.state == CellState::Running && !self.cell_is_held(cell) => {
+                cell.state = CellState::Interrupted;
+            }
+            _ => {}
+        }
+    }
+
+    fn cell_lock_path(&self, cell: &Cell) -> PathBuf {
+        self.root.join("locks").join(format!("{}.lock", cell.name))
+    }
+
+    /// Whether a live process holds `cell`'s lock (is running it).
+    fn cell_is_held(&self, cell: &Cell) -> bool {
+        let Ok(file) = fs::File::open(self.cell_lock_path(cell)) else {
+            return false;
+        };
+        // A shared probe: it conflicts only with a holder (exclusive), and is let go at once.
+        match file.try_lock_shared() {
+            Ok(()) => false,
+            Err(fs::TryLockError::WouldBlock) => true,
+            Err(fs::TryLockError::Error(_)) => false,
+        }
+    }
+
+    /// Takes `cell`'s lock, or says which process-wide state keeps it: another live process is
+    /// running the cell (exit 2). Retried briefly, so a reader's momentary probe is no conflict.
+    fn lock_cell(&self, cell: &Cell) -> Result<fs::File, InputError> {
+        let path = self.cell_lock_path(cell);
+        let file = fs::create_dir_all(self.root.join("locks"))
+            .and_then(|()| {
+                fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+            })
+            .map_err(|e| bad_file(&path, format!("cannot open the cell's lock: {e}")))?;
+        for attempt in 0.. {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(fs::TryLockError::WouldBlock) if attempt < 10 => {
+                    std::thread::sleep(Duration::from_millis(30))
+                }
+                Err(fs::TryLockError::WouldBlock) => break,
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(bad_file(&path, format!("cannot lock: {e}")));
+                }
+            }
+        }
+        Err(InputError::Other(format!(
+            "cell {} ({}) is being run by another live densitrace process; wait for it (see \
+             densitrace sweep --status {})",
+            cell.index,
+            cell.name,
+            self.root.display()
+        )))
+    }
+
+    /// Takes the sweep's lock: exclusively for a process that runs the whole sweep, shared for
+    /// a `--cell` task. Refused (exit 2) when a process holds it in a conflicting way.
+    pub fn lock_sweep(&self, exclusive: bool) -> Result<SweepLock, InputError> {
+        let path = self.root.join("sweep.lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| bad_file(&path, format!("cannot open the sweep's lock: {e}")))?;
+        let taken = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match taken {
+            Ok(()) => Ok(SweepLock(file)),
+            Err(fs::TryLockError::WouldBlock) => Err(InputError::Other(format!(
+                "{} is being run by another live densitrace process ({}); wait for it to end \
+                 (densitrace sweep --status shows its cells)",
+                self.root.display(),
+                if exclusive {
+                    "a local sweep, a --resume or --cell tasks"
+                } else {
+                    "a local sweep or a --resume"
+                }
+            ))),
+            Err(fs::TryLockError::Error(e)) => Err(bad_file(&path, format!("cannot lock: {e}"))),
+        }
     }
 
     /// Reads `sweep.json`, changes it with `f` and writes it back, all under the sweep's lock.
@@ -391,8 +528,11 @@ impl SweepDir {
             .write(true)
             .open(self.root.join("sweep.json.lock"))?;
         lock.lock()?;
-        let mut record = self.read()?;
+        let mut record = self.read_recorded()?;
         let out = f(&mut record);
+        for cell in &mut record.cells {
+            self.reconcile(cell);
+        }
         write_atomic(
             &self.root.join(SWEEP_JSON),
             serde_json::to_string_pretty(&record)?.as_bytes(),
@@ -491,6 +631,9 @@ impl SweepDir {
     }
 }
 
+/// Held while a process runs the sweep (`SweepDir::lock_sweep`); an OS lock, let go on exit.
+pub struct SweepLock(#[allow(dead_code)] fs::File);
+
 /// Set in a cell's environment: its run then stops after a checkpoint however many signals come.
 pub const SUPERVISED_ENV: &str = "DENSITRACE_SWEEP_CELL";
 
@@ -567,6 +710,10 @@ pub fn default_jobs() -> usize {
 /// Runs every cell that is not done (or diverged), `jobs` at a time, until all have run or `stop`
 /// is set (then the running cells are sent SIGTERM: they checkpoint and exit 130).
 pub fn run_local(dir: &SweepDir, jobs: usize, stop: &AtomicBool) -> Result<SweepOutcome> {
+    let _sweep_lock = dir.lock_sweep(true)?;
+    // Write the cells' states as reconciled with their runs (a killed sweep's `running` cells
+    // become `interrupted`).
+    dir.update(|_| ())?;
     let record = dir.read()?;
     let mut todo: Vec<Cell> = record
         .cells
@@ -592,12 +739,12 @@ pub fn run_local(dir: &SweepDir, jobs: usize, stop: &AtomicBool) -> Result<Sweep
     } else {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let mut running: Vec<(Cell, Child, Instant)> = Vec::new();
+    let mut running: Vec<(Cell, Child, Instant, fs::File)> = Vec::new();
     let mut interrupted = false;
     loop {
         if stop.load(Ordering::SeqCst) && !interrupted {
             interrupted = true;
-            for (_, child, _) in &running {
+            for (_, child, _, _) in &running {
                 // SAFETY: kill(2) on a child's pid; a child that already exited is a no-op.
                 unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             }
@@ -605,8 +752,16 @@ pub fn run_local(dir: &SweepDir, jobs: usize, stop: &AtomicBool) -> Result<Sweep
         while !interrupted && running.len() < jobs {
             let Some(cell) = todo.pop() else { break };
             // A cell that cannot start is that cell's failure, not the sweep's: the others go on.
+            let cell_lock = match dir.lock_cell(&cell) {
+                Ok(lock) => lock,
+                Err(e) => {
+                    finished += 1;
+                    bar.suspend(|| eprintln!("{}: left alone: {e}", cell.name));
+                    continue;
+                }
+            };
             match dir.start(&cell) {
-                Ok(Some(child)) => running.push((cell, child, Instant::now())),
+                Ok(Some(child)) => running.push((cell, child, Instant::now(), cell_lock)),
                 Ok(None) => {
                     finished += 1;
                     bar.set_position(finished as u64);
@@ -628,10 +783,19 @@ pub fn run_local(dir: &SweepDir, jobs: usize, stop: &AtomicBool) -> Result<Sweep
                 i += 1;
                 continue;
             };
-            let (cell, _, started) = running.swap_remove(i);
+            let (cell, _, started, cell_lock) = running.swap_remove(i);
             let wall = started.elapsed().as_secs_f64();
-            let state = CellState::from_exit(status.code());
-            dir.set_state(cell.index, state, status.code(), Some(wall));
+            dir.set_state(
+                cell.index,
+                CellState::from_exit(status.code()),
+                status.code(),
+                Some(wall),
+            );
+            drop(cell_lock);
+            // As recorded, reconciled with its run (a run that completed is done).
+            let state = dir.read().map_or(CellState::from_exit(status.code()), |r| {
+                r.cells[cell.index].state
+            });
             finished += 1;
             bar.set_position(finished as u64);
             bar.suspend(|| {
@@ -668,7 +832,12 @@ pub fn run_cell(dir: &SweepDir, index: usize, stop: &AtomicBool) -> Result<Sweep
             record.cells.len() - 1
         ))
     })?;
-    let mut state = cell.state;
+    let _sweep_lock = dir.lock_sweep(false)?;
+    let cell_lock = dir.lock_cell(&cell)?;
+    // Read again under the locks (another process may have finished the cell meanwhile), and
+    // write the states as reconciled with the runs.
+    dir.update(|_| ())?;
+    let mut state = dir.read()?.cells[index].state;
     if !state.is_final() {
         if let Some(mut child) = dir.start(&cell)? {
             let started = Instant::now();
@@ -685,9 +854,15 @@ pub fn run_cell(dir: &SweepDir, index: usize, stop: &AtomicBool) -> Result<Sweep
                 }
                 std::thread::sleep(Duration::from_millis(100));
             };
-            state = CellState::from_exit(status.code());
             let wall = started.elapsed().as_secs_f64();
-            dir.set_state(index, state, status.code(), Some(wall));
+            dir.set_state(
+                index,
+                CellState::from_exit(status.code()),
+                status.code(),
+                Some(wall),
+            );
+            drop(cell_lock);
+            state = dir.read()?.cells[index].state;
             println!("{} {} in {wall:.1} s", cell.name, state.name());
         } else {
             state = dir.read()?.cells[index].state;

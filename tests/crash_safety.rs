@@ -269,3 +269,120 @@ fn the_same_config_and_seed_give_identical_tables() {
         &run_dir(&b, "crash").unwrap(),
     );
 }
+
+/// Overwrites 4 KiB (or half the file, if smaller) in the middle of `path`, keeping its size.
+fn corrupt_in_place(path: &Path) -> Vec<u8> {
+    let original = std::fs::read(path).unwrap();
+    let mut bytes = original.clone();
+    let n = 4096.min(bytes.len() / 2);
+    let at = (bytes.len() - n) / 2;
+    for b in &mut bytes[at..at + n] {
+        *b = !*b;
+    }
+    std::fs::write(path, &bytes).unwrap();
+    assert_eq!(
+        std::fs::metadata(path).unwrap().len() as usize,
+        original.len()
+    );
+    original
+}
+
+#[test]
+fn corrupted_weights_of_unchanged_size_are_refused_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = finished_run(tmp.path());
+    let final_dir = run.join("checkpoints/final");
+    let done = std::fs::read_to_string(final_dir.join("DONE")).unwrap();
+    assert!(
+        done.contains("model.bpk") && done.contains("dt64"),
+        "{done}"
+    );
+    let weights = final_dir.join("model.bpk");
+    let original = corrupt_in_place(&weights);
+    let npy = tmp.path().join("acts.npy");
+    let dump = |npy: &Path| {
+        common::cli::run_cli(&[
+            "dump",
+            run.to_str().unwrap(),
+            "--probe",
+            "id",
+            "--site",
+            "final.norm",
+            "-o",
+            npy.to_str().unwrap(),
+        ])
+    };
+    let (code, stderr) = dump(&npy);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&weights.display().to_string()) && stderr.contains("corrupted"),
+        "{stderr}"
+    );
+    assert!(!npy.exists());
+    // Restored, it loads; and a DONE written before hashes were recorded (empty) loads unchecked.
+    std::fs::write(&weights, &original).unwrap();
+    let (code, stderr) = dump(&npy);
+    assert_eq!(code, Some(0), "{stderr}");
+    std::fs::write(final_dir.join("DONE"), b"").unwrap();
+    let (code, stderr) = dump(&tmp.path().join("old.npy"));
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn a_corrupted_checkpoint_is_refused_by_resume_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), CONFIG);
+    let out = tmp.path().join("runs");
+    let child = start(&config, &out, &["--set", "train.steps=200000"]);
+    let t0 = Instant::now();
+    while run_dir(&out, "crash").is_none_or(|r| !common::cli::has_checkpoint(&r)) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = finish(child);
+    assert_eq!(output.status.code(), Some(130));
+    let run = run_dir(&out, "crash").unwrap();
+    let mut newest: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("DONE").is_file())
+        .collect();
+    newest.sort();
+    let weights = newest.last().unwrap().join("model.bpk");
+    corrupt_in_place(&weights);
+    let output = finish(resume(&run));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&weights.display().to_string()) && stderr.contains("corrupted"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_command_documents_every_exit_code_it_uses() {
+    for (command, codes) in [
+        ("run", &["0 ", "1 ", "2 ", "3 ", "130 "][..]),
+        ("sweep", &["0 ", "1 ", "2 ", "130 "][..]),
+        ("report", &["0 ", "1 ", "2 "][..]),
+        ("dump", &["0 ", "1 ", "2 "][..]),
+        ("probe", &["0 ", "1 ", "2 "][..]),
+        ("check", &["0 ", "1 ", "2 "][..]),
+        ("bench", &["0 ", "1 ", "2 "][..]),
+        ("devices", &["0 "][..]),
+    ] {
+        let help = common::cli::expect_success(&[command, "--help"]);
+        let codes_text = help
+            .split("Exit codes:")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{command} --help has no exit codes:\n{help}"));
+        let codes_text = codes_text.split("\n\n").next().unwrap().replace('\n', " ");
+        for code in codes {
+            assert!(
+                codes_text.contains(code),
+                "{command} --help does not list exit code {code}: {codes_text}"
+            );
+        }
+    }
+}

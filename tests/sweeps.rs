@@ -579,3 +579,162 @@ fn shipped_sweeps_resolve_and_their_cells_run() {
         assert!(html.contains("Left out"), "{}", file.display());
     }
 }
+
+#[test]
+fn repeated_grid_values_are_refused_at_plan_time_naming_the_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write_sweep(
+        tmp.path(),
+        "name: grid\nconfig: base.yaml\ngrid:\n  seed: [1, 2, 1]\n",
+    );
+    let out = tmp.path().join("out");
+    let (code, stderr) = run_cli(&[
+        "sweep",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("000-seed=1")
+            && stderr.contains("002-seed=1")
+            && stderr.contains("same config"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing is created");
+}
+
+/// A sweep whose cell 0 runs for a long time and cell 1 briefly, created and not run.
+fn long_and_short(tmp: &Path) -> PathBuf {
+    let file = write_sweep(
+        tmp,
+        "name: grid\nconfig: base.yaml\ngrid:\n  train.steps: [200000, 20]\n",
+    );
+    create_without_running(&file, &tmp.join("out"))
+}
+
+fn sweep_cli(args: &[&str], dir: &Path) -> (Option<i32>, String) {
+    let mut all = args.to_vec();
+    all.push(dir.to_str().unwrap());
+    run_cli(&all)
+}
+
+#[test]
+fn a_sweep_held_by_another_process_is_refused_and_left_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = long_and_short(tmp.path());
+    // Another process runs the whole sweep: held here, as a live `sweep --resume` holds it.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("sweep.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    for args in [&["sweep", "--resume"][..], &["sweep", "--cell", "1"][..]] {
+        let (code, stderr) = sweep_cli(args, &dir);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("another live densitrace process"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(states(&dir), ["pending", "pending"]);
+    assert!(!dir.join("cells").join("001-train.steps=20").exists());
+    drop(lock);
+    // Free again: the short cell runs.
+    let (code, stderr) = sweep_cli(&["sweep", "--cell", "1"], &dir);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(states(&dir), ["pending", "done"]);
+}
+
+#[test]
+fn a_cell_run_by_a_live_process_is_refused_and_never_recorded_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = long_and_short(tmp.path());
+    // A real `sweep --cell 0` on the long cell, then a second one and a --resume while it runs.
+    let first = bin()
+        .args(["sweep", "--cell", "0", dir.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while states(&dir)[0] != "running" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "cell 0 never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, stderr) = sweep_cli(&["sweep", "--cell", "0"], &dir);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cell 0") && stderr.contains("another live"),
+        "{stderr}"
+    );
+    let (code, stderr) = sweep_cli(&["sweep", "--resume"], &dir);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(states(&dir)[0], "running");
+    let status = expect_success(&["sweep", "--status", dir.to_str().unwrap()]);
+    assert!(status.contains("1 running"), "{status}");
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(states(&dir)[0], "interrupted");
+
+    // A cell whose run completed is done, whatever a process recorded (what the race used to
+    // leave: `failed`, exit 2, beside a completed manifest).
+    let (code, stderr) = sweep_cli(&["sweep", "--cell", "1"], &dir);
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut record = record(&dir);
+    record["cells"][1]["state"] = "failed".into();
+    record["cells"][1]["exit_code"] = 2.into();
+    std::fs::write(dir.join("sweep.json"), record.to_string()).unwrap();
+    let status = expect_success(&["sweep", "--status", dir.to_str().unwrap()]);
+    assert!(
+        !status.contains("failed") && status.contains("1 done"),
+        "{status}"
+    );
+    let (code, stderr) = sweep_cli(&["sweep", "--cell", "1"], &dir);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(states(&dir)[1], "done");
+}
+
+#[test]
+fn a_killed_sweep_shows_its_cells_interrupted_not_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write_sweep(
+        tmp.path(),
+        "name: grid\nconfig: base.yaml\nset: {train.steps: 200000}\ngrid:\n  seed: [1, 2]\n",
+    );
+    let out = tmp.path().join("out");
+    let mut sweep = spawn_sweep(&file, &out, 2);
+    let dir = wait_for(&out, "both cells running", |d| {
+        d.join("sweep.json").is_file()
+            && std::fs::read(d.join("sweep.json"))
+                .ok()
+                .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+                .is_some_and(|r| {
+                    r["cells"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|c| c["state"] == "running")
+                })
+    });
+    // SIGKILL to the whole group: the sweep and its cells die without recording anything.
+    unsafe { libc::kill(-(sweep.id() as i32), libc::SIGKILL) };
+    sweep.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let status = expect_success(&["sweep", "--status", dir.to_str().unwrap()]);
+    assert!(
+        status.contains("2 cells: 2 interrupted") && !status.contains("running"),
+        "{status}"
+    );
+}

@@ -15,7 +15,8 @@
 //!   samples/step-000100/part-0.parquet       each vector's metrics and each sample's losses (probes.per_sample)
 //!   train/step-000100/part-0.parquet         train rows logged since the previous file
 //!   checkpoints/step-000500/                 weights, optimizer, state.json, DONE (`checkpoint`)
-//!   checkpoints/final/model.bpk + DONE       the final weights (Burn's burnpack format)
+//!   checkpoints/final/model.bpk + DONE       the final weights (Burn's burnpack format); DONE
+//!                                            holds its content hash (`checkpoint::verify`)
 //!   probes/<name>/                           `densitrace probe` outputs, same layout of tables
 //! ```
 //!
@@ -326,7 +327,9 @@ impl RunDir {
         model
             .save_file(self.final_weights())
             .with_context(|| format!("saving the final weights to {}", dir.display()))?;
-        self.write_atomic(&format!("{FINAL}/DONE"), b"")
+        fs::File::open(self.final_weights())?.sync_all()?;
+        let hashes = checkpoint::FileHashes::of(&dir, &["model.bpk"])?;
+        self.write_atomic(&format!("{FINAL}/DONE"), &hashes.to_json()?)
     }
 
     /// Deletes every result and checkpoint of a step after `step` (all of them for `None`), and
@@ -594,7 +597,12 @@ impl FinishedRun {
         Ok(steps)
     }
 
+    /// Loads weights after checking them against the content hashes their folder's DONE
+    /// records (a mismatch is an error naming the file: exit 1).
     fn load(&self, path: &Path, device: &burn::prelude::Device) -> Result<Gpt> {
+        if let Some(dir) = path.parent() {
+            checkpoint::verify(dir)?;
+        }
         self.config
             .model
             .init(self.vocab_size, device)
