@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Prints the numbers of FINDINGS.md from the Parquet tables `densitrace report` wrote.
 
-Every interval here is the report's own (a seeded percentile bootstrap over seeds, paired within
-a seed for gaps); this script only selects rows and lays them out as Markdown. Needs Python 3
+Every interval here is the report's own (over seeds, paired within a seed for gaps, made by the
+report's `--interval`: FINDINGS.md's were made with `--interval percentile`); this script only
+selects rows and lays them out as Markdown. Needs Python 3
 with pandas and pyarrow (`pip install pandas pyarrow`); it runs no model.
 
     python3 scripts/findings.py CLAIM REPORT_DIR [REPORT_DIR ...]
@@ -78,7 +79,7 @@ def table(header, rows):
 def graded(report):
     """Claim 1: Spearman's rho of sparsity over shift levels at the last step, every site."""
     trend = read(report, "trend")
-    trend = trend[(trend.metric == METRIC) & (trend.over == "level_means")]
+    trend = trend[(trend.metric == METRIC) & (trend.over == "level_means") & trend.seed.isna()]
     last = trend.step.max()
     rows = []
     for _, r in trend[trend.step == last].sort_values(["cell", "probe", "layer", "site"]).iterrows():

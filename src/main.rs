@@ -25,8 +25,10 @@ struct Cli {
 enum Command {
     /// Pretrain with periodic density measurements; results land in OUT/<name>/<run_id>/.
     ///
-    /// Exit codes: 0 completed, 2 bad input (nothing written), 3 the loss diverged, 130 stopped by
-    /// SIGINT or SIGTERM (after a checkpoint; continue with --resume).
+    /// Exit codes: 0 completed, 1 an error while running (e.g. a file could not be written, or a
+    /// checkpoint to resume from is corrupted: its content hash differs), 2 bad input (nothing
+    /// written; also a run directory in use by another process), 3 the loss diverged, 130 stopped
+    /// by SIGINT or SIGTERM (after a checkpoint; continue with --resume).
     Run {
         /// The experiment config (YAML); not with --resume.
         #[arg(required_unless_present = "resume", conflicts_with = "resume")]
@@ -48,8 +50,10 @@ enum Command {
     /// Run a grid of seeds and settings (a sweep file), here or on a Slurm cluster; each cell is
     /// an ordinary run under OUT/<name>/<sweep_id>/cells/.
     ///
-    /// Exit codes: 0 every cell done, 1 a cell failed or diverged, 2 bad input (nothing
-    /// created), 130 stopped by SIGINT or SIGTERM (continue with --resume).
+    /// Exit codes: 0 every cell done (--status, --slurm: printed or written), 1 a cell failed or
+    /// diverged, or an error (e.g. sbatch refused the script), 2 bad input (nothing created; also
+    /// two cells with the same config, a sweep or cell already being run by another live process),
+    /// 130 stopped by SIGINT or SIGTERM (continue with --resume).
     Sweep {
         /// The sweep file (YAML); with --cell, the sweep directory.
         #[arg(required_unless_present_any = ["resume", "status"])]
@@ -98,7 +102,9 @@ enum Command {
         dry_run: bool,
     },
     /// Check the config and its data (read, split, tokenized, probe sets drawn), print the
-    /// resolved config and exit without training. Bad input exits 2.
+    /// resolved config and exit without training.
+    ///
+    /// Exit codes: 0 valid, 1 an unexpected error, 2 bad input.
     Check {
         config: PathBuf,
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -106,6 +112,9 @@ enum Command {
     },
     /// Measure new probe sets on a finished run's final weights; results land in
     /// RUN_DIR/probes/<name>/ (density and quantiles tables, the drawn sets).
+    ///
+    /// Exit codes: 0 written, 1 an error (e.g. weights whose content hash differs from the one
+    /// recorded: corrupted; or a file that cannot be written), 2 bad input.
     Probe {
         run_dir: PathBuf,
         /// YAML with `sets:` (as in a config's probes section) and optionally `samples:`.
@@ -122,7 +131,10 @@ enum Command {
     /// Aggregate a run or a sweep into intervals, gaps, OOD-detection scores and trends, with
     /// figures and an index.html; computed from the tables already written (no model is run).
     ///
-    /// Exit codes: 0 written (outputs it could not make are listed), 2 bad input (nothing written).
+    /// Exit codes: 0 written (outputs it could not make are listed, and a run that did not
+    /// complete or a missing evaluation is reported as incomplete), 1 the report could not be
+    /// written (the error names the path; an existing report is left in place), 2 bad input
+    /// (nothing written).
     Report {
         /// A run directory or a sweep directory.
         dir: PathBuf,
@@ -148,10 +160,32 @@ enum Command {
         /// The bootstrap's seed: the same seed gives the same intervals.
         #[arg(long, default_value_t = 0)]
         bootstrap_seed: u64,
+        /// How intervals over seeds are made: t (Student's t, the default: it holds its 95%
+        /// from 5 seeds on in the coverage study of docs/reports.md), bca (the bias-corrected
+        /// and accelerated bootstrap) or percentile (the plain bootstrap; too narrow below about
+        /// 10 seeds).
+        #[arg(long, value_enum, default_value_t = report::inference::IntervalMethod::T)]
+        interval: report::inference::IntervalMethod,
+        /// Which tests are corrected together (Holm and Benjamini-Hochberg): comma-separated
+        /// columns that split the tests into families, and column=value terms that keep only
+        /// the matching tests, e.g. 'step,site=final.norm,position=last'. Columns: table, cell,
+        /// step, probe, shift_family, shift_level, layer, site, position, metric.
+        #[arg(long, default_value = report::family::DEFAULT_FAMILY)]
+        family: String,
+        /// The sweep grid key whose values the paired contrasts compare, each against the
+        /// key's first value (default: every grid key whose cells pair up on shared seeds).
+        #[arg(long, value_name = "GRID_KEY")]
+        contrast: Option<String>,
+        /// Random draws for the permutation tests too large to enumerate (more than 16 seeds,
+        /// or more than 8 shift levels); seeded by --bootstrap-seed.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(100..))]
+        permutations: u32,
     },
     /// Measure this machine: the density kernels against Burn ops and the host, the device's
     /// copy bandwidth, training throughput and the instrumentation's share of training time.
     /// Prints Markdown (the format BENCHMARKS.md documents).
+    ///
+    /// Exit codes: 0 measured, 1 an error (e.g. no device), 2 bad input.
     Bench {
         /// Which device to measure (auto: a hardware GPU if there is one, else the CPU backend).
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -165,9 +199,14 @@ enum Command {
         json: Option<PathBuf>,
     },
     /// List every wgpu adapter with its backend and type.
+    ///
+    /// Exit codes: 0 always (no adapter is reported, not an error).
     Devices,
     /// Write the raw activation vectors of one probe set at one site, from a run's final weights,
     /// as a float32 .npy file of shape [vectors, width].
+    ///
+    /// Exit codes: 0 written, 1 an error (e.g. final weights whose content hash differs from the
+    /// one recorded: corrupted; or the file cannot be written), 2 bad input.
     Dump {
         run_dir: PathBuf,
         /// The probe set's name in the run's config.
@@ -353,32 +392,49 @@ fn main() -> ExitCode {
             log_x,
             resamples,
             bootstrap_seed,
+            interval,
+            family,
+            contrast,
+            permutations,
         } => {
             let command_line: Vec<String> = std::env::args().collect();
-            report::report(&report::ReportRequest {
-                dir: &dir,
-                out: output.as_deref(),
-                metric: metric.as_deref(),
-                site: &site,
-                position: &position,
-                log_x,
-                bootstrap: report::stats::Bootstrap {
-                    resamples: resamples as usize,
-                    seed: bootstrap_seed,
-                },
-                command_line: command_line.join(" "),
-            })
-            .map(|o| {
-                print!("{}", o.headline);
-                for m in &o.missing {
-                    println!("not made: {m}");
-                }
-                println!(
-                    "report: {} ({} files; open index.html)",
-                    o.dir.display(),
-                    o.files.len()
-                );
-            })
+            report::family::FamilySpec::parse(&family)
+                .map_err(anyhow::Error::from)
+                .and_then(|family| {
+                    report::report(&report::ReportRequest {
+                        dir: &dir,
+                        out: output.as_deref(),
+                        metric: metric.as_deref(),
+                        site: &site,
+                        position: &position,
+                        log_x,
+                        settings: report::tables::Settings {
+                            boot: report::stats::Bootstrap {
+                                resamples: resamples as usize,
+                                seed: bootstrap_seed,
+                            },
+                            interval,
+                            mc: report::inference::MonteCarlo {
+                                draws: permutations as usize,
+                                seed: bootstrap_seed,
+                            },
+                            family,
+                            contrast,
+                        },
+                        command_line: command_line.join(" "),
+                    })
+                })
+                .map(|o| {
+                    print!("{}", o.headline);
+                    for m in &o.missing {
+                        println!("not made: {m}");
+                    }
+                    println!(
+                        "report: {} ({} files; open index.html)",
+                        o.dir.display(),
+                        o.files.len()
+                    );
+                })
         }
         Command::Bench {
             device,

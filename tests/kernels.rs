@@ -12,6 +12,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use common::{normal, rng, wgpu_device};
 use densitrace::kernels::{self, reference};
 use densitrace::metrics::{Columns, MetricSpec};
+use densitrace::report::iid::{SCIENCE_TABLE, SCIENCE_TABLE_METRICS};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
@@ -331,40 +332,10 @@ fn rows_beyond_one_dispatch_dimension_are_all_computed() {
 fn iid_normal_vectors_reproduce_the_science_reference_table() {
     let Some(device) = wgpu_device() else { return };
     // docs/science.md, "Reference values on i.i.d. N(0,1) vectors": every column of the table.
-    let names = [
-        "topk_energy@0.01",
-        "topk_energy@0.05",
-        "topk_energy@0.1",
-        "eff_rank",
-        "eff_rank_l1",
-        "hoyer",
-        "participation_ratio",
-        "l0_mean_std",
-        "gini",
-    ];
-    let table = [
-        (
-            128,
-            [
-                0.064, 0.262, 0.417, 0.487, 0.755, 0.220, 0.344, 0.163, 0.411,
-            ],
-        ),
-        (
-            256,
-            [
-                0.066, 0.264, 0.430, 0.485, 0.754, 0.215, 0.339, 0.162, 0.413,
-            ],
-        ),
-        (
-            1024,
-            [
-                0.082, 0.278, 0.438, 0.482, 0.753, 0.209, 0.334, 0.161, 0.414,
-            ],
-        ),
-    ];
+    let names = SCIENCE_TABLE_METRICS;
     let metrics: Vec<MetricSpec> = names.iter().map(|s| s.parse().unwrap()).collect();
     let cols = Columns::for_metrics(&metrics);
-    for (d, expected) in table {
+    for (d, expected) in SCIENCE_TABLE {
         let mut r = rng(d as u64);
         let data: Vec<f32> = (0..2000 * d).map(|_| normal(&mut r)).collect();
         let summary = download(kernels::summarize(upload(&data, 2000, d, &device), &cols));

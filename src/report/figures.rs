@@ -112,18 +112,18 @@ impl Styles {
 /// One line with its band.
 pub struct Series {
     pub set: Set,
-    /// `(step, estimate)` by step.
-    pub points: Vec<(i64, Estimate)>,
+    /// `(step, estimate, significant)` by step; a significant point is drawn as a dot.
+    pub points: Vec<(i64, Estimate, bool)>,
 }
 
-/// Groups `(key, estimate)` pairs into one series per probe set.
-pub fn series<'a>(rows: impl Iterator<Item = (&'a Key, Estimate)>) -> Vec<Series> {
-    let mut by_set: BTreeMap<Set, Vec<(i64, Estimate)>> = BTreeMap::new();
-    for (key, e) in rows {
+/// Groups `(key, estimate, significant)` triples into one series per probe set.
+pub fn series<'a>(rows: impl Iterator<Item = (&'a Key, Estimate, bool)>) -> Vec<Series> {
+    let mut by_set: BTreeMap<Set, Vec<(i64, Estimate, bool)>> = BTreeMap::new();
+    for (key, e, significant) in rows {
         by_set
             .entry(key.set.clone())
             .or_default()
-            .push((key.step, e));
+            .push((key.step, e, significant));
     }
     by_set
         .into_iter()
@@ -263,6 +263,12 @@ impl LineChart<'_> {
             chart
                 .draw_series(LineSeries::new(line, color.stroke_width(2)))
                 .map_err(draw_err)?;
+            let dots = s
+                .points
+                .iter()
+                .filter(|p| p.2 && p.1.value.is_finite())
+                .map(|p| Circle::new((self.x(p.0), p.1.value), 4, color.filled()));
+            chart.draw_series(dots).map_err(draw_err)?;
         }
         let labels: Vec<(RGBColor, String)> =
             series.iter().map(|s| self.styles.of(&s.set)).collect();
@@ -319,13 +325,13 @@ fn bounds(values: impl Iterator<Item = f64>, include: Option<f64>) -> (f64, f64)
 }
 
 /// The final gap at every site (rows, by layer) for every shifted set (columns), on a diverging
-/// scale centred at 0. A cell whose interval excludes 0 is marked with its value's sign.
+/// scale centred at 0. A cell whose test is significant at the adjusted level is marked `*`.
 pub fn draw_layers(
     path: &Path,
     title: &str,
     rows: &[String],
     columns: &[String],
-    gaps: &BTreeMap<(usize, usize), Estimate>,
+    gaps: &BTreeMap<(usize, usize), (Estimate, bool)>,
 ) -> Result<()> {
     register_font();
     let height = (140 + 34 * rows.len() as u32).max(320);
@@ -334,7 +340,7 @@ pub fn draw_layers(
     root.fill(&WHITE).map_err(draw_err)?;
     let scale = gaps
         .values()
-        .map(|e| e.value.abs())
+        .map(|(e, _)| e.value.abs())
         .filter(|v| v.is_finite())
         .fold(0.0_f64, f64::max)
         .max(1e-12);
@@ -359,7 +365,7 @@ pub fn draw_layers(
             .color(&BLACK)
             .pos(Pos::new(h, VPos::Center))
     };
-    for (&(row, column), e) in gaps {
+    for (&(row, column), (e, significant)) in gaps {
         // Red where the shifted set reads higher than id, blue where lower, white at 0.
         let t = (e.value / scale).clamp(-1.0, 1.0);
         let toward = |c: u8| (255.0 - (255.0 - c as f64) * t.abs()).round() as u8;
@@ -375,7 +381,7 @@ pub fn draw_layers(
                 color.filled(),
             )))
             .map_err(draw_err)?;
-        let mark = if e.excludes_zero() { "*" } else { "" };
+        let mark = if *significant { "*" } else { "" };
         chart
             .draw_series(std::iter::once(Text::new(
                 format!("{:+.4}{mark}", e.value),

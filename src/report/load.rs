@@ -90,6 +90,8 @@ pub struct Unit {
     /// The sweep cell's overrides without its seed (`model.activation=silu`), or `base` when only
     /// the seed varies or the directory is one run.
     pub cell: String,
+    /// The sweep cell's overrides without its seed, as (key, value as the cell label shows it).
+    pub overrides: Vec<(String, String)>,
     pub seed: u64,
     pub run_id: String,
     pub dir: PathBuf,
@@ -105,6 +107,8 @@ pub struct Source {
     pub units: Vec<Unit>,
     /// Runs left out, each with why (a sweep's cells that did not complete).
     pub skipped: Vec<String>,
+    /// What the report must say is not complete: a single run that has not completed.
+    pub incomplete: Vec<String>,
 }
 
 /// The cell name of a run with no overrides besides its seed.
@@ -127,26 +131,36 @@ pub fn read(dir: &Path) -> Result<Source> {
                 .filter(|o| !o.starts_with("seed="))
                 .map(|o| crate::sweep::override_label(o))
                 .collect();
+            let overrides = label
+                .iter()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             let label = if label.is_empty() {
                 BASE_CELL.to_string()
             } else {
                 label.join(",")
             };
-            units.push(read_run(&sweep.root.join(&cell.dir), label)?);
+            let mut unit = read_run(&sweep.root.join(&cell.dir), label)?;
+            unit.overrides = overrides;
+            units.push(unit);
         }
         Ok(Source {
             kind: "sweep",
             name: record.name,
             units,
             skipped,
+            incomplete: Vec::new(),
         })
     } else if dir.join(MANIFEST).is_file() && dir.join(CONFIG).is_file() {
         let unit = read_run(dir, BASE_CELL.to_string())?;
+        let incomplete = run_status(dir, &unit).into_iter().collect();
         Ok(Source {
             kind: "run",
             name: unit.config.name.clone(),
             units: vec![unit],
             skipped: Vec::new(),
+            incomplete,
         })
     } else {
         Err(InputError::File {
@@ -158,6 +172,112 @@ pub fn read(dir: &Path) -> Result<Source> {
         }
         .into())
     }
+}
+
+/// What a single run that has not completed is, from its manifest, with the step it reached;
+/// `None` for a completed run.
+fn run_status(dir: &Path, unit: &Unit) -> Option<String> {
+    let manifest = crate::rundir::read_manifest(dir).ok()?;
+    let reached = unit
+        .tables
+        .density
+        .keys()
+        .map(|k| k.step)
+        .max()
+        .unwrap_or(0);
+    let steps = unit.config.train.steps;
+    let what = match manifest.status.as_str() {
+        "completed" => return None,
+        "diverged" => format!(
+            "the run diverged (its loss went non-finite at step {}); its last evaluation is at \
+             step {reached} of {steps}",
+            manifest
+                .diverged_at
+                .map_or_else(|| "?".to_string(), |s| s.to_string())
+        ),
+        "running" => {
+            let live = crate::rundir::RunDir {
+                root: dir.to_path_buf(),
+                run_id: String::new(),
+            }
+            .lock()
+            .is_err();
+            if live {
+                format!(
+                    "the run is still running: evaluated up to step {reached} of {steps} so far"
+                )
+            } else {
+                format!(
+                    "the run was killed (its manifest says running, no process holds it): \
+                     evaluated up to step {reached} of {steps}; continue it with densitrace run \
+                     --resume {}",
+                    dir.display()
+                )
+            }
+        }
+        "interrupted" => format!(
+            "the run was interrupted: evaluated up to step {reached} of {steps}; continue it \
+             with densitrace run --resume {}",
+            dir.display()
+        ),
+        other => format!(
+            "the run's manifest says {other:?}, not completed: evaluated up to step {reached} \
+             of {steps}"
+        ),
+    };
+    Some(what)
+}
+
+/// Finds, in each cell, the runs missing an evaluation (a density step) that another run of the
+/// cell has (a sweep's report reads only completed runs, and a cell's runs share one schedule),
+/// and leaves each such run out of that step in every table: its samples rows at that step are
+/// dropped too, so the density, gap, OOD and trend tables all use the same runs there. Returns
+/// one note per run and step, naming both.
+pub fn drop_missing_evaluations(units: &mut [Unit]) -> Vec<String> {
+    use std::collections::BTreeSet;
+    let steps_of =
+        |u: &Unit| -> BTreeSet<i64> { u.tables.density.keys().map(|k| k.step).collect() };
+    let mut by_cell: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    for u in units.iter() {
+        by_cell
+            .entry(u.cell.clone())
+            .or_default()
+            .extend(steps_of(u));
+    }
+    let mut notes = Vec::new();
+    for u in units.iter_mut() {
+        let own = steps_of(u);
+        let missing: BTreeSet<i64> = by_cell[&u.cell]
+            .iter()
+            .filter(|s| !own.contains(s))
+            .copied()
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        u.tables.samples.retain(|k, _| !missing.contains(&k.step));
+        let list: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
+        notes.push(format!(
+            "{}run {} (seed {}, {}) has no evaluation at step {} that the other runs of its \
+             cell have (no {}/step-*): it is left out of {} in every table",
+            if u.cell == BASE_CELL {
+                String::new()
+            } else {
+                format!("cell {}: ", u.cell)
+            },
+            u.run_id,
+            u.seed,
+            u.dir.display(),
+            list.join(", "),
+            Table::Density.folder(),
+            if missing.len() == 1 {
+                "that step"
+            } else {
+                "those steps"
+            }
+        ));
+    }
+    notes
 }
 
 fn read_run(dir: &Path, cell: String) -> Result<Unit> {
@@ -177,6 +297,7 @@ fn read_run(dir: &Path, cell: String) -> Result<Unit> {
     }
     Ok(Unit {
         cell,
+        overrides: Vec::new(),
         seed: manifest.seed,
         run_id: manifest.run_id,
         dir: dir.to_path_buf(),

@@ -3,22 +3,38 @@
 //! is run). It writes, into `DIR/report/` (or `-o`):
 //!
 //! ```text
-//! summary.parquet   gap.parquet   ood.parquet   trend.parquet     (see `tables`)
+//! summary.parquet   gap.parquet   ood.parquet   trend.parquet   contrast.parquet   (`tables`)
 //! density-<cell>.png gap-<cell>.png auroc-<cell>.png auroc-loss-<cell>.png layers-<cell>.png
 //! loss-<cell>.png
 //! index.html        the figures, a table of headline numbers, and the command that made it
 //! ```
 //!
 //! The report is built in a temporary folder beside the output and renamed into place, so a
-//! stopped report never leaves half its files.
+//! stopped report never leaves half its files; an existing report is moved aside only once the
+//! new one is complete, and put back if the new one cannot be renamed in (`replace`).
+//!
+//! A report of something incomplete says so (stderr, stdout and an "Incomplete" section at the
+//! top of index.html): a single run whose manifest is not `completed` (running, interrupted,
+//! killed or diverged, with the step it reached), and a run missing an evaluation that the other
+//! runs of its cell have, which is left out of that step in every table
+//! (`load::drop_missing_evaluations`).
 
+mod columns;
+pub mod contrast;
+pub mod dist;
+pub mod family;
 pub mod figures;
+#[cfg(test)]
+mod fixtures;
+mod html;
+pub mod iid;
+pub mod inference;
 pub mod load;
 pub mod stats;
 pub mod tables;
+pub mod trend;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -27,8 +43,7 @@ use anyhow::{Context, Result};
 use crate::error::InputError;
 use crate::metrics::MetricSpec;
 use load::{Set, Unit};
-use stats::{Bootstrap, Estimate};
-use tables::Tables;
+use tables::{Settings, Tables, Test};
 
 /// The file that marks a folder as a report, so `report` only ever replaces its own output.
 const MARKER: &str = ".densitrace-report";
@@ -43,7 +58,8 @@ pub struct ReportRequest<'a> {
     pub site: &'a str,
     pub position: &'a str,
     pub log_x: bool,
-    pub bootstrap: Bootstrap,
+    /// Intervals, tests and their families.
+    pub settings: Settings,
     /// The command line, shown in index.html.
     pub command_line: String,
 }
@@ -92,7 +108,7 @@ fn is_loss(key: &load::Key) -> bool {
 
 pub fn report(request: &ReportRequest) -> Result<ReportOutcome> {
     let started = std::time::Instant::now();
-    let source = load::read(request.dir)?;
+    let mut source = load::read(request.dir)?;
     if source.units.is_empty() {
         return Err(InputError::File {
             file: request.dir.display().to_string(),
@@ -103,11 +119,15 @@ pub fn report(request: &ReportRequest) -> Result<ReportOutcome> {
         }
         .into());
     }
+    // What the report must say it is not: a run that did not finish, evaluations missing.
+    let mut incomplete = source.incomplete.clone();
+    incomplete.extend(load::drop_missing_evaluations(&mut source.units));
     let selection = select(request, &source.units)?;
     let out = request
         .out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| request.dir.join("report"));
+    let out = resolve_output(&out)?;
     if out.exists() && !out.join(MARKER).is_file() {
         return Err(InputError::File {
             file: out.display().to_string(),
@@ -136,20 +156,29 @@ pub fn report(request: &ReportRequest) -> Result<ReportOutcome> {
         started.elapsed().as_secs_f64()
     );
 
-    let tables = tables::compute(&source.units, request.bootstrap);
+    for note in &incomplete {
+        eprintln!("incomplete: {note}");
+    }
+
+    let tables = tables::compute(&source.units, &request.settings)?;
     eprintln!("statistics in {:.1} s", started.elapsed().as_secs_f64());
 
     // Build everything in a temporary folder beside the output, then rename it into place.
     let parent = out.parent().unwrap_or(Path::new(".")).to_path_buf();
-    fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "report".into());
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp)?;
-    let built = build(request, &source, &selection, &tables, &tmp);
+    fs::create_dir_all(&tmp)
+        .with_context(|| format!("cannot write the report: creating {}", tmp.display()))?;
+    let built = build(request, &source, &selection, &tables, &tmp).and_then(|b| {
+        if !incomplete.is_empty() {
+            mark_incomplete(&tmp.join("index.html"), &incomplete)?;
+        }
+        Ok(b)
+    });
     let (mut files, missing, headline) = match built {
         Ok(b) => b,
         Err(e) => {
@@ -157,11 +186,14 @@ pub fn report(request: &ReportRequest) -> Result<ReportOutcome> {
             return Err(e);
         }
     };
-    if out.exists() {
-        fs::remove_dir_all(&out).with_context(|| format!("replacing {}", out.display()))?;
+    if let Err(e) = replace(&tmp, &out, &parent, &name) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, &out).with_context(|| format!("moving the report to {}", out.display()))?;
     files.sort();
+    for note in &incomplete {
+        println!("incomplete: {note}");
+    }
     eprintln!("report written in {:.1} s", started.elapsed().as_secs_f64());
     Ok(ReportOutcome {
         dir: out,
@@ -169,6 +201,85 @@ pub fn report(request: &ReportRequest) -> Result<ReportOutcome> {
         missing,
         headline,
     })
+}
+
+/// `out` with its parent made absolute and free of `..` (created if need be), so that moving an
+/// existing report aside never changes what the path names (`-o rep/../rep`). Errors name it.
+fn resolve_output(out: &Path) -> Result<PathBuf> {
+    if out.is_dir() {
+        return fs::canonicalize(out).with_context(|| format!("resolving {}", out.display()));
+    }
+    let name = out.file_name().ok_or_else(|| InputError::File {
+        file: out.display().to_string(),
+        message: "-o must name a folder".into(),
+    })?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent)
+        .with_context(|| format!("cannot write the report: creating {}", parent.display()))?;
+    let parent =
+        fs::canonicalize(parent).with_context(|| format!("resolving {}", parent.display()))?;
+    Ok(parent.join(name))
+}
+
+/// Puts the complete report `tmp` at `out`: an existing report is renamed aside to a backup
+/// sibling, `tmp` renamed into place, then the backup deleted. If the second rename fails the
+/// old report is put back, so `out` always holds one whole report, old or new.
+fn replace(tmp: &Path, out: &Path, parent: &Path, name: &str) -> Result<()> {
+    if !out.exists() {
+        return fs::rename(tmp, out)
+            .with_context(|| format!("cannot write the report: renaming into {}", out.display()));
+    }
+    let backup = parent.join(format!(".{name}.old-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&backup);
+    fs::rename(out, &backup).with_context(|| {
+        format!(
+            "cannot replace {}: moving the old report to {}",
+            out.display(),
+            backup.display()
+        )
+    })?;
+    if let Err(e) = fs::rename(tmp, out) {
+        let restored = fs::rename(&backup, out);
+        return Err(anyhow::Error::from(e).context(format!(
+            "cannot replace {}: renaming the new report into place ({})",
+            out.display(),
+            match restored {
+                Ok(()) => "the old report is back in place".to_string(),
+                Err(r) => format!("the old report is at {}: {r}", backup.display()),
+            }
+        )));
+    }
+    if let Err(e) = fs::remove_dir_all(&backup) {
+        eprintln!(
+            "warning: the old report is left at {}: {e}",
+            backup.display()
+        );
+    }
+    Ok(())
+}
+
+/// Adds an "Incomplete" section at the top of index.html, listing `notes`.
+fn mark_incomplete(index: &Path, notes: &[String]) -> Result<()> {
+    let html = fs::read_to_string(index)?;
+    let mut block = String::from(
+        "<h2 id=\"incomplete\">Incomplete</h2><p>This report is not of complete runs:</p><ul>",
+    );
+    for note in notes {
+        let escaped = note
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        block.push_str(&format!("<li>{escaped}</li>"));
+    }
+    block.push_str("</ul>\n");
+    let html = match html.find("</h1>\n") {
+        Some(at) => format!("{}{block}{}", &html[..at + 6], &html[at + 6..]),
+        None => format!("{block}{html}"),
+    };
+    crate::rundir::write_atomic(index, html.as_bytes())
 }
 
 /// The metric, site and position the figures show, checked against the density table.
@@ -266,7 +377,10 @@ fn build(
         let note: Vec<String> = if seeds >= 2 {
             vec![
                 "band: 95% interval over".into(),
-                format!("{seeds} seeds (bootstrap)"),
+                format!(
+                    "{seeds} seeds ({})",
+                    request.settings.interval.description()
+                ),
             ]
         } else if !runs[0].tables.samples.keys().any(|k| selection.matches(k)) {
             vec![
@@ -285,12 +399,19 @@ fn build(
             format!("{} {cell}", source.name)
         };
 
-        let chart = |title: String, y_desc: String, reference| figures::LineChart {
+        let chart = |title: String, y_desc: String, reference: Option<f64>| figures::LineChart {
             title,
             y_desc,
             log_x: request.log_x,
             reference,
-            note: note.clone(),
+            note: if reference.is_some() {
+                // Gap and AUROC charts mark their significant points.
+                let mut note = note.clone();
+                note.extend(["dot: Holm-adjusted".into(), "p < 0.05 (--family)".into()]);
+                note
+            } else {
+                note.clone()
+            },
             styles: &styles,
         };
         let density = figures::series(
@@ -298,7 +419,7 @@ fn build(
                 .summary
                 .iter()
                 .filter(|r| in_cell(&r.cell) && selection.matches(&r.key))
-                .map(|r| (&r.key, r.estimate)),
+                .map(|r| (&r.key, r.estimate, false)),
         );
         let file = format!("density-{slug}.png");
         chart(
@@ -314,22 +435,25 @@ fn build(
                 .gap
                 .iter()
                 .filter(|r| in_cell(&r.cell) && selection.matches(&r.key))
-                .map(|r| (&r.key, r.estimate)),
+                .map(|r| (&r.key, r.estimate, significant(&r.test))),
         );
         if !gap.is_empty() {
             let file = format!("gap-{slug}.png");
             chart(
-                format!("{cell_title}: shifted minus id, {what}"),
-                format!("{} gap to id (paired within seeds)", selection.metric),
+                format!("{cell_title}: tested set minus its reference, {what}"),
+                format!(
+                    "{} gap to the reference (paired within seeds)",
+                    selection.metric
+                ),
                 Some(0.0),
             )
             .draw(&dir.join(&file), &gap)?;
-            figures.push((cell.clone(), file, "gap to id over training"));
+            figures.push((cell.clone(), file, "gap to the reference over training"));
         }
 
         let auroc = figures::series(
             across_seed_auroc(tables, &cell, |k| selection.matches(k))
-                .map(|r| (&r.key, r.estimate)),
+                .map(|r| (&r.key, r.estimate, significant(&r.test))),
         );
         if !auroc.is_empty() {
             let file = format!("auroc-{slug}.png");
@@ -351,7 +475,8 @@ fn build(
         }
 
         let loss_auroc = figures::series(
-            across_seed_auroc(tables, &cell, is_loss).map(|r| (&r.key, r.estimate)),
+            across_seed_auroc(tables, &cell, is_loss)
+                .map(|r| (&r.key, r.estimate, significant(&r.test))),
         );
         if !loss_auroc.is_empty() {
             let file = format!("auroc-loss-{slug}.png");
@@ -385,8 +510,9 @@ fn build(
     }
     files.extend(figures.iter().map(|f| f.1.clone()));
 
-    let headline = headline_table(tables, selection);
-    let html = index_html(request, source, selection, &headline, &figures, &missing);
+    let rows = html::headline(tables, selection);
+    let headline = html::text(&rows);
+    let html = html::index_html(request, source, selection, &rows, &figures, &missing);
     crate::rundir::write_atomic(&dir.join("index.html"), html.as_bytes())?;
     crate::rundir::write_atomic(&dir.join(MARKER), b"made by densitrace report\n")?;
     files.push("index.html".into());
@@ -431,14 +557,14 @@ fn layers_figure(
             .position(|s| *s == (r.key.at.layer, r.key.at.site.as_str()));
         let column = sets.iter().position(|s| *s == &r.key.set);
         if let (Some(row), Some(column)) = (row, column) {
-            gaps.insert((row, column), r.estimate);
+            gaps.insert((row, column), (r.estimate, significant(&r.test)));
         }
     }
     let file = format!("layers-{slug}.png");
     figures::draw_layers(
         &dir.join(&file),
         &format!(
-            "{cell_title}: {} gap to id at step {last}, {} token (red: higher than id; *: interval excludes 0)",
+            "{cell_title}: {} gap to the reference at step {last}, {} token (red: higher; *: Holm-adjusted p < 0.05)",
             selection.metric, selection.position
         ),
         &site_names,
@@ -446,6 +572,11 @@ fn layers_figure(
         &gaps,
     )?;
     Ok(Some(file))
+}
+
+/// Whether a row's test is significant at 0.05 after Holm's correction within its family.
+fn significant(test: &Option<Test>) -> bool {
+    test.as_ref().is_some_and(|t| t.p_holm < 0.05)
 }
 
 /// `corrupt 0.25`, or the probe's name alone when it has one level.
@@ -468,155 +599,4 @@ fn slug(cell: &str) -> String {
             }
         })
         .collect()
-}
-
-/// `+0.0012 [+0.0003, +0.0021]` (`signed`), or without signs.
-fn interval_text(e: &Estimate, signed: bool) -> String {
-    let f = |v: f64| {
-        if signed {
-            format!("{v:+.4}")
-        } else {
-            format!("{v:.4}")
-        }
-    };
-    if e.lo.is_finite() && e.hi.is_finite() {
-        format!("{} [{}, {}]", f(e.value), f(e.lo), f(e.hi))
-    } else {
-        format!("{} [no interval]", f(e.value))
-    }
-}
-
-/// At each cell's last step, each shifted set: the gap to id, the AUROC of the selection and of
-/// the prompt loss (the baseline), with their intervals, and the number of seeds.
-fn headline_table(tables: &Tables, selection: &Selection) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<24} {:<16} {:>6} {:>6}  {:<34} {:<30} {:<30}",
-        "cell",
-        "probe",
-        "step",
-        "seeds",
-        "gap to id [95% interval]",
-        "AUROC [95% interval]",
-        "prompt-loss AUROC [95% interval]"
-    );
-    for (cell, rows) in tables::by_cell(&tables.gap, |r| &r.cell) {
-        let rows: Vec<_> = rows
-            .into_iter()
-            .filter(|r| selection.matches(&r.key))
-            .collect();
-        let Some(last) = rows.iter().map(|r| r.key.step).max() else {
-            continue;
-        };
-        let sets: BTreeSet<&Set> = rows.iter().map(|r| &r.key.set).collect();
-        for r in rows.iter().filter(|r| r.key.step == last) {
-            let auroc_where = |matches: &dyn Fn(&load::Key) -> bool| {
-                across_seed_auroc(tables, &cell, |k| {
-                    k.step == r.key.step && k.set == r.key.set && matches(k)
-                })
-                .next()
-                .map(|o| interval_text(&o.estimate, false))
-                .unwrap_or_else(|| "-".into())
-            };
-            let _ = writeln!(
-                out,
-                "{:<24} {:<16} {:>6} {:>6}  {:<34} {:<30} {:<30}",
-                cell,
-                set_label(&r.key.set, &sets),
-                last,
-                r.seeds,
-                interval_text(&r.estimate, true),
-                auroc_where(&|k| k.at == r.key.at),
-                auroc_where(&is_loss),
-            );
-        }
-    }
-    out
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn index_html(
-    request: &ReportRequest,
-    source: &load::Source,
-    selection: &Selection,
-    headline: &str,
-    figures: &[(String, String, &str)],
-    missing: &[String],
-) -> String {
-    let mut html = String::new();
-    let title = format!("densitrace report: {} {}", source.kind, source.name);
-    let _ = write!(
-        html,
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{}</title>\n<style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto;}}pre{{background:#f4f4f4;padding:0.6em;overflow-x:auto;}}img{{max-width:100%;border:1px solid #ddd;margin:0.4em 0;}}</style></head><body>\n<h1>{}</h1>\n",
-        escape(&title),
-        escape(&title)
-    );
-    let seeds: BTreeSet<u64> = source.units.iter().map(|u| u.seed).collect();
-    let _ = write!(
-        html,
-        "<p>{} runs ({} seeds) from <code>{}</code>. Figures: <b>{}</b> of <b>{}</b> at the <b>{}</b> position. Intervals are 95% percentile bootstraps ({} resamples, seed {}): over seeds where there are 2 or more, else over the run's own vectors.</p>\n",
-        source.units.len(),
-        seeds.len(),
-        escape(&request.dir.display().to_string()),
-        escape(&selection.metric),
-        escape(&selection.site),
-        escape(&selection.position),
-        request.bootstrap.resamples,
-        request.bootstrap.seed
-    );
-    let _ = write!(
-        html,
-        "<p>Made by:</p><pre>{}</pre>\n",
-        escape(&request.command_line)
-    );
-    if seeds.len() < 5 {
-        let _ = write!(
-            html,
-            "<p><b>Few seeds.</b> A percentile bootstrap over fewer than about 10 seeds gives intervals that are too narrow (they cover the truth less often than 95%); read them as a lower bound on the uncertainty.</p>\n"
-        );
-    }
-    let _ = write!(
-        html,
-        "<h2>At the last step</h2>\n<p>Gap: shifted minus id, paired within each seed (positive: the shifted set reads higher). AUROC: the metric as a detector of the shifted set against id, oriented so that above 0.5 means sparser inputs are the shifted ones.</p>\n<pre>{}</pre>\n",
-        escape(headline)
-    );
-    if !missing.is_empty() {
-        let _ = write!(html, "<h2>Not made</h2><ul>");
-        for m in missing {
-            let _ = write!(html, "<li>{}</li>", escape(m));
-        }
-        let _ = write!(html, "</ul>\n");
-    }
-    if !source.skipped.is_empty() {
-        let _ = write!(html, "<h2>Left out</h2><ul>");
-        for s in &source.skipped {
-            let _ = write!(html, "<li>{}</li>", escape(s));
-        }
-        let _ = write!(html, "</ul>\n");
-    }
-    let mut current = None;
-    for (cell, file, caption) in figures {
-        if current != Some(cell) {
-            let _ = write!(html, "<h2>Cell {}</h2>\n", escape(cell));
-            current = Some(cell);
-        }
-        let _ = write!(
-            html,
-            "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>\n",
-            escape(file),
-            escape(caption),
-            escape(caption)
-        );
-    }
-    let _ = write!(
-        html,
-        "<h2>Tables</h2><p><code>summary.parquet</code>, <code>gap.parquet</code>, <code>ood.parquet</code> and <code>trend.parquet</code> beside this page; their columns are in the README under \"Reports\".</p>\n</body></html>\n"
-    );
-    html
 }

@@ -200,6 +200,21 @@ impl Bootstrap {
         self.groups(&[values], |means| means[0])
     }
 
+    /// The means of `resamples` resamples of `values` drawn with replacement (the replicates BCa
+    /// starts from); the same draws as `mean`'s.
+    pub fn replicate_means(&self, values: &[f64]) -> Vec<f64> {
+        let mut rng = SplitMix64(self.seed);
+        (0..self.resamples)
+            .map(|_| {
+                let mut sum = 0.0;
+                for _ in 0..values.len() {
+                    sum += values[rng.below(values.len())];
+                }
+                sum / values.len() as f64
+            })
+            .collect()
+    }
+
     /// `statistic` of the groups' means, with its interval from resampling each group on its own
     /// (a stratified bootstrap: each group keeps its size). With one group and `|m| m[0]` this is
     /// the bootstrap of a mean; with two, `|m| m[1] - m[0]` is that of a difference of two
@@ -235,10 +250,10 @@ impl Bootstrap {
 
 /// SplitMix64 (Steele, Lea and Flood, 2014): a fast, seedable generator, enough for resampling
 /// indices; written out so the report's intervals do not depend on a crate's generator choice.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -247,7 +262,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in 0..n (Lemire's multiply-shift; its bias, below n / 2^64, is negligible here).
-    fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         ((self.next() as u128 * n as u128) >> 64) as usize
     }
 }
@@ -255,22 +270,7 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixtures() -> serde_json::Value {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/report_stats.json"
-        );
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    }
-
-    fn floats(v: &serde_json::Value) -> Vec<f64> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
-    }
+    use crate::report::fixtures::{fixtures, floats};
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-12

@@ -1,47 +1,131 @@
-//! The report's four tables, computed from the runs' own tables (no model is run):
-//! - summary: every density row, mean over seeds with its 95% interval;
-//! - gap: every shifted set minus the reference (id) set, paired within each seed;
-//! - ood: each per-vector metric as a detector of the shifted set against id;
-//! - trend: Spearman's rho between shift level and the metric, per family with 3 or more levels.
+//! The report's tables, computed from the runs' own tables (no model is run):
+//! - summary: every density row, mean over seeds with its 95% interval, beside the metric's value
+//!   for unstructured (iid Gaussian) vectors of the site's width and the excess over it;
+//! - gap: every tested set minus its reference set, paired within each seed, with a test;
+//! - ood: each per-vector metric as a detector of the tested set against its reference;
+//! - trend (`trend.rs`): Spearman's rho between shift level and the metric, for sets with 3 or
+//!   more levels, per seed and across seeds, with permutation tests;
+//! - contrast (`contrast.rs`): paired differences between cells that differ in one grid key.
 //!
-//! Intervals: with 2 or more seeds, a percentile bootstrap over seeds of the per-seed values
-//! (`interval = "seeds"`). With one run, a bootstrap over the probe set's vectors where the run
-//! wrote them to `samples/` (`"samples"`; for rho over samples, Fisher's z: `"fisher_z"`), else
-//! none (`"none"`, NaN bounds).
+//! A tested set is every set of a shift family, and any `none` set that names a `reference` in
+//! the config (a second in-distribution draw as a negative control, say). Its reference is the
+//! set its config names, else the in-distribution set (`reference_set`); a reference with the
+//! tested set's level (a matched reference drawn per level) is used at that level.
+//!
+//! Intervals: with 2 or more seeds, over seeds of the per-seed values by `--interval` (Student's
+//! t by default; `interval = "seeds"`, `method` says which). With one run, a percentile bootstrap
+//! over the probe set's vectors where the run wrote them to `samples/` (`"samples"`; for rho over
+//! samples, Fisher's z: `"fisher_z"`), else none (`"none"`, NaN bounds).
+//!
+//! Tests (`test`, `p`): across 2 or more seeds, exact sign flips of the per-seed values (gaps,
+//! AUROC - 0.5, rho over samples, contrasts) and the exact permutation test of rho over levels;
+//! a single run tests over its samples (Welch's t for a gap, Mann-Whitney for an AUROC, the t
+//! approximation for rho over samples). `p_holm` and `q_bh` correct within each family
+//! (`family.rs`).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Result;
-use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-};
-use arrow::datatypes::{Field, Schema};
 use rayon::prelude::*;
 
-use super::load::{Key, Level, Set, Unit, Where};
+use super::contrast::ContrastRow;
+use super::family::FamilySpec;
+use super::iid::{self, IidTable};
+use super::inference::{self, IntervalMethod, MonteCarlo};
+use super::load::{Key, Set, Unit};
 use super::stats::{self, Bootstrap, Estimate};
+use super::trend::TrendRow;
+use crate::error::InputError;
 use crate::metrics::MetricSpec;
 
-/// How an interval was obtained.
+/// How the report makes its intervals and tests.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Resampling for the bootstrap intervals (percentile and BCa; a single run's intervals).
+    pub boot: Bootstrap,
+    /// How intervals over seeds are made.
+    pub interval: IntervalMethod,
+    /// Draws for the permutation tests too large to enumerate.
+    pub mc: MonteCarlo,
+    /// Which tests are corrected together.
+    pub family: FamilySpec,
+    /// The grid key of the paired contrasts between cells; `None`: every key that has pairs.
+    pub contrast: Option<String>,
+}
+
+/// Where an interval came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interval {
-    Seeds,
+    /// Over seeds, by this method.
+    Seeds(IntervalMethod),
+    /// A percentile bootstrap over a single run's vectors.
     Samples,
+    /// Fisher's z for a single run's rho over its samples.
     FisherZ,
     None,
 }
 
 impl Interval {
+    /// The `interval` column: what was resampled or pooled.
     pub fn name(self) -> &'static str {
         match self {
-            Interval::Seeds => "seeds",
+            Interval::Seeds(_) => "seeds",
             Interval::Samples => "samples",
             Interval::FisherZ => "fisher_z",
             Interval::None => "none",
         }
     }
+
+    /// The `method` column: how the interval was made from it.
+    pub fn method(self) -> &'static str {
+        match self {
+            Interval::Seeds(m) => m.name(),
+            Interval::Samples => "percentile",
+            Interval::FisherZ => "fisher_z",
+            Interval::None => "none",
+        }
+    }
+}
+
+/// A hypothesis test of one row, with its corrections for many comparisons.
+#[derive(Debug, Clone)]
+pub struct Test {
+    /// Which test (`sign_flip`, `permutation_levels`, `welch_samples`, ...; `_mc` when drawn).
+    pub name: &'static str,
+    /// Two-sided p-value.
+    pub p: f64,
+    /// Holm-adjusted p within the row's family (NaN outside every family).
+    pub p_holm: f64,
+    /// Benjamini-Hochberg q within the row's family.
+    pub q_bh: f64,
+    /// The family, as `column=value` terms; empty where `--family` leaves the row out.
+    pub family: String,
+}
+
+impl Test {
+    /// A test with p-value `p`, or none where p is undefined.
+    pub fn new(name: &'static str, p: f64) -> Option<Test> {
+        (!p.is_nan()).then(|| Test {
+            name,
+            p,
+            p_holm: f64::NAN,
+            q_bh: f64::NAN,
+            family: String::new(),
+        })
+    }
+}
+
+/// The exact sign-flip test of per-seed values, or its Monte Carlo form above 16 seeds.
+pub fn sign_flip(values: &[f64], mc: MonteCarlo) -> Option<Test> {
+    if values.len() < 2 {
+        return None;
+    }
+    let name = if values.len() <= inference::EXACT_SIGN_FLIPS {
+        "sign_flip"
+    } else {
+        "sign_flip_mc"
+    };
+    Test::new(name, inference::sign_flip_p(values, mc))
 }
 
 /// One row of summary.parquet.
@@ -52,9 +136,11 @@ pub struct SummaryRow {
     pub estimate: Estimate,
     pub seeds: usize,
     pub interval: Interval,
+    /// The metric's mean over iid N(0, 1) vectors of the site's width (NaN where it has none).
+    pub iid_reference: f64,
 }
 
-/// One row of gap.parquet: `key` is the shifted set's.
+/// One row of gap.parquet: `key` is the tested set's.
 #[derive(Debug, Clone)]
 pub struct GapRow {
     pub cell: String,
@@ -63,6 +149,7 @@ pub struct GapRow {
     pub estimate: Estimate,
     pub seeds: usize,
     pub interval: Interval,
+    pub test: Option<Test>,
 }
 
 /// One row of ood.parquet: one statistic of one detector, for one seed or across seeds.
@@ -72,28 +159,19 @@ pub struct OodRow {
     /// `None` on the across-seed row.
     pub seed: Option<u64>,
     pub key: Key,
+    pub reference: String,
     /// `higher` if a higher value is scored as shifted, else `lower`.
     pub shifted_when: &'static str,
     pub statistic: &'static str,
     pub estimate: Estimate,
     pub seeds: usize,
     pub interval: Interval,
-    /// Id and shifted vectors (on a seed's row; their means across seeds on the across-seed row).
+    /// Reference and tested vectors (on a seed's row; their means across seeds on the
+    /// across-seed row).
     pub n_id: f64,
     pub n_shifted: f64,
-}
-
-/// One row of trend.parquet: `key.set.level` is NaN (the row is over all levels).
-#[derive(Debug, Clone)]
-pub struct TrendRow {
-    pub cell: String,
-    pub key: Key,
-    /// `level_means` or `samples`.
-    pub over: &'static str,
-    pub levels: usize,
-    pub estimate: Estimate,
-    pub seeds: usize,
-    pub interval: Interval,
+    /// On the across-seed AUROC row: AUROC = 0.5.
+    pub test: Option<Test>,
 }
 
 pub struct Tables {
@@ -101,6 +179,7 @@ pub struct Tables {
     pub gap: Vec<GapRow>,
     pub ood: Vec<OodRow>,
     pub trend: Vec<TrendRow>,
+    pub contrast: Vec<ContrastRow>,
 }
 
 /// The runs of each cell, in cell order.
@@ -117,8 +196,8 @@ pub fn by_cell<'a, T>(items: &'a [T], cell: impl Fn(&T) -> &str) -> BTreeMap<Str
     out
 }
 
-/// The in-distribution set every shifted set is compared with: the set of family `none` named
-/// `id`, else the first of family `none` by name.
+/// The in-distribution set a tested set is compared with when its config names no reference:
+/// the set of family `none` named `id`, else the first of family `none` by name.
 pub fn reference_set(units: &[&Unit]) -> Option<Set> {
     let sets: BTreeSet<&Set> = units
         .iter()
@@ -132,8 +211,87 @@ pub fn reference_set(units: &[&Unit]) -> Option<Set> {
         .map(|s| (*s).clone())
 }
 
+/// Which sets of a cell are tested, and against what.
+pub struct References {
+    default: Option<Set>,
+    /// Tested set name -> the reference its config names.
+    declared: HashMap<String, String>,
+    sets: BTreeSet<Set>,
+}
+
+impl References {
+    /// The cell's references; a declared reference with no rows in the density table, or with
+    /// no samples where its tested set has them, is bad input naming the config field.
+    pub fn new(cell: &str, runs: &[&Unit]) -> Result<References, InputError> {
+        let sets: BTreeSet<Set> = runs
+            .iter()
+            .flat_map(|u| u.tables.density.keys())
+            .map(|k| k.set.clone())
+            .collect();
+        let mut declared = HashMap::new();
+        for run in runs {
+            for (i, set) in run.config.probes.sets.iter().enumerate() {
+                let Some(reference) = &set.reference else {
+                    continue;
+                };
+                if !sets.iter().any(|s| &s.probe == reference) {
+                    return Err(InputError::File {
+                        file: run.dir.display().to_string(),
+                        message: format!(
+                            "probes.sets[{i}].reference: set {reference:?} (the reference of \
+                             {:?}) has no rows in the density table of cell {cell}",
+                            set.name
+                        ),
+                    });
+                }
+                let sampled = |name: &str| run.tables.samples.keys().any(|k| k.set.probe == name);
+                if sampled(&set.name) && !sampled(reference) {
+                    return Err(InputError::File {
+                        file: run.dir.display().to_string(),
+                        message: format!(
+                            "probes.sets[{i}].reference: set {reference:?} (the reference of \
+                             {:?}) has no samples/ rows, though {:?} has",
+                            set.name, set.name
+                        ),
+                    });
+                }
+                declared.insert(set.name.clone(), reference.clone());
+            }
+        }
+        Ok(References {
+            default: reference_set(runs),
+            declared,
+            sets,
+        })
+    }
+
+    /// Whether `set` is compared with a reference: a shifted set, or a `none` set that names one.
+    pub fn is_tested(&self, set: &Set) -> bool {
+        set.family != "none" || self.declared.contains_key(&set.probe)
+    }
+
+    /// The reference set of `set`: the declared (else default) reference at `set`'s level when
+    /// it has that level, else its only level.
+    pub fn of(&self, set: &Set) -> Option<Set> {
+        let name = match self.declared.get(&set.probe) {
+            Some(name) => name.as_str(),
+            None => self.default.as_ref()?.probe.as_str(),
+        };
+        let candidates: Vec<&Set> = self.sets.iter().filter(|s| s.probe == name).collect();
+        candidates
+            .iter()
+            .find(|s| s.level == set.level)
+            .or(if candidates.len() == 1 {
+                candidates.first()
+            } else {
+                None
+            })
+            .map(|s| (*s).clone())
+    }
+}
+
 /// `key` with `reference` in place of its set.
-fn with_set(key: &Key, reference: &Set) -> Key {
+pub fn with_set(key: &Key, reference: &Set) -> Key {
     Key {
         at: key.at.clone(),
         step: key.step,
@@ -141,8 +299,6 @@ fn with_set(key: &Key, reference: &Set) -> Key {
     }
 }
 
-/// The id-ness score of a metric's value: denser is more like id, so the metric is negated when
-/// a higher value means sparser. Metrics without a sparser direction score higher as shifted.
 /// Whether a higher value of `metric` is scored as shifted: "sparser means shifted" for density
 /// metrics with a direction; a higher value for the rest (the losses: unfamiliar inputs are
 /// predicted worse; `l1`, `l2`, `kurtosis`, `nonfinite`).
@@ -154,36 +310,113 @@ fn shifted_when_higher(metric: &str) -> bool {
         .unwrap_or(true)
 }
 
-pub fn compute(units: &[Unit], boot: Bootstrap) -> Tables {
+pub fn compute(units: &[Unit], s: &Settings) -> Result<Tables> {
     let mut tables = Tables {
         summary: Vec::new(),
         gap: Vec::new(),
         ood: Vec::new(),
         trend: Vec::new(),
+        contrast: Vec::new(),
     };
     for (cell, runs) in cells(units) {
-        let reference = reference_set(&runs);
-        tables.summary.extend(summary(&cell, &runs, boot));
-        if let Some(reference) = &reference {
-            tables.gap.extend(gap(&cell, &runs, reference, boot));
-            tables.ood.extend(ood(&cell, &runs, reference, boot));
-        }
-        tables.trend.extend(trend(&cell, &runs, boot));
+        let refs = References::new(&cell, &runs)?;
+        tables.summary.extend(summary(&cell, &runs, s));
+        tables.gap.extend(gap(&cell, &runs, &refs, s));
+        tables.ood.extend(ood(&cell, &runs, &refs, s));
+        tables.trend.extend(super::trend::trend(&cell, &runs, s));
     }
-    tables
+    let iid = iid_references(units, &mut tables.summary);
+    tables.contrast = super::contrast::contrasts(units, &tables, &iid, s)?;
+    adjust(&mut tables, &s.family);
+    Ok(tables)
+}
+
+/// The width of each site of `unit`'s model.
+pub fn width_of(unit: &Unit, site: &str) -> Option<usize> {
+    iid::site_width(site, unit.config.model.d_model, unit.config.model.d_ff)
+}
+
+/// Fills the summary's iid references; returns the table they came from.
+fn iid_references(units: &[Unit], summary: &mut [SummaryRow]) -> IidTable {
+    let first_of: HashMap<&str, &Unit> = units.iter().rev().map(|u| (u.cell.as_str(), u)).collect();
+    let width = |row: &SummaryRow| width_of(first_of[row.cell.as_str()], &row.key.at.site);
+    let needed: BTreeSet<(String, usize)> = summary
+        .iter()
+        .filter_map(|r| Some((r.key.at.metric.clone(), width(r)?)))
+        .collect();
+    let iid = IidTable::compute(&needed);
+    for row in summary.iter_mut() {
+        row.iid_reference = width(row).map_or(f64::NAN, |w| iid.get(&row.key.at.metric, w));
+    }
+    iid
+}
+
+/// Holm and Benjamini-Hochberg within each family, over the across-seed tests of every table.
+fn adjust(tables: &mut Tables, spec: &FamilySpec) {
+    // (table, row, family, p) of every test in a family.
+    let mut entries: Vec<(u8, usize, String, f64)> = Vec::new();
+    let mut add = |table: u8, name: &str, i: usize, cell: &str, key: &Key, test: &Option<Test>| {
+        if let (Some(test), Some(family)) = (test, spec.label(name, cell, key)) {
+            entries.push((table, i, family, test.p));
+        }
+    };
+    for (i, r) in tables.gap.iter().enumerate() {
+        add(0, "gap", i, &r.cell, &r.key, &r.test);
+    }
+    for (i, r) in tables.ood.iter().enumerate() {
+        if r.seed.is_none() {
+            add(1, "ood", i, &r.cell, &r.key, &r.test);
+        }
+    }
+    for (i, r) in tables.trend.iter().enumerate() {
+        if r.seed.is_none() {
+            add(2, "trend", i, &r.cell, &r.key, &r.test);
+        }
+    }
+    for (i, r) in tables.contrast.iter().enumerate() {
+        add(3, "contrast", i, &r.cell, &r.key, &r.test);
+    }
+    let mut families: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (e, entry) in entries.iter().enumerate() {
+        families.entry(entry.2.as_str()).or_default().push(e);
+    }
+    let mut adjusted: Vec<(f64, f64)> = vec![(f64::NAN, f64::NAN); entries.len()];
+    for members in families.values() {
+        let p: Vec<f64> = members.iter().map(|&e| entries[e].3).collect();
+        let (holm, bh) = (inference::holm(&p), inference::benjamini_hochberg(&p));
+        for (k, &e) in members.iter().enumerate() {
+            adjusted[e] = (holm[k], bh[k]);
+        }
+    }
+    for ((table, i, family, _), (holm, bh)) in entries.into_iter().zip(adjusted) {
+        let test = match table {
+            0 => &mut tables.gap[i].test,
+            1 => &mut tables.ood[i].test,
+            2 => &mut tables.trend[i].test,
+            _ => &mut tables.contrast[i].test,
+        };
+        if let Some(test) = test {
+            test.p_holm = holm;
+            test.q_bh = bh;
+            test.family = family;
+        }
+    }
 }
 
 /// Every key any run of the cell has, sorted.
-fn keys(runs: &[&Unit]) -> Vec<Key> {
+pub fn keys(runs: &[&Unit]) -> Vec<Key> {
     let keys: BTreeSet<&Key> = runs.iter().flat_map(|u| u.tables.density.keys()).collect();
     keys.into_iter().cloned().collect()
 }
 
-/// The across-seed estimate of per-seed `values`: their mean, with a bootstrap interval over
-/// seeds when there are two or more.
-fn over_seeds(values: &[f64], boot: Bootstrap) -> (Estimate, Interval) {
+/// The across-seed estimate of per-seed `values`: their mean, with an interval over seeds by
+/// `--interval` when there are two or more.
+pub fn over_seeds(values: &[f64], s: &Settings) -> (Estimate, Interval) {
     if values.len() >= 2 {
-        (boot.mean(values), Interval::Seeds)
+        (
+            inference::mean_interval(values, s.interval, s.boot),
+            Interval::Seeds(s.interval),
+        )
     } else {
         (
             Estimate::point(values.first().copied().unwrap_or(f64::NAN)),
@@ -192,7 +425,7 @@ fn over_seeds(values: &[f64], boot: Bootstrap) -> (Estimate, Interval) {
     }
 }
 
-fn summary(cell: &str, runs: &[&Unit], boot: Bootstrap) -> Vec<SummaryRow> {
+fn summary(cell: &str, runs: &[&Unit], s: &Settings) -> Vec<SummaryRow> {
     keys(runs)
         .into_par_iter()
         .map(|key| {
@@ -202,10 +435,10 @@ fn summary(cell: &str, runs: &[&Unit], boot: Bootstrap) -> Vec<SummaryRow> {
                 .copied()
                 .filter(|v| !v.is_nan())
                 .collect();
-            let (mut estimate, mut interval) = over_seeds(&values, boot);
+            let (mut estimate, mut interval) = over_seeds(&values, s);
             if let ([value], [run]) = (values.as_slice(), runs) {
                 if let Some(samples) = run.tables.samples.get(&key).filter(|s| s.len() >= 2) {
-                    let e = boot.groups(&[samples], |m| m[0]);
+                    let e = s.boot.groups(&[samples], |m| m[0]);
                     estimate = Estimate { value: *value, ..e };
                     interval = Interval::Samples;
                 }
@@ -216,45 +449,55 @@ fn summary(cell: &str, runs: &[&Unit], boot: Bootstrap) -> Vec<SummaryRow> {
                 estimate,
                 seeds: values.len(),
                 interval,
+                iid_reference: f64::NAN,
             }
         })
         .collect()
 }
 
-fn gap(cell: &str, runs: &[&Unit], reference: &Set, boot: Bootstrap) -> Vec<GapRow> {
+/// One run's gap at `key`: the tested set's value minus its reference's.
+pub fn run_gap(unit: &Unit, key: &Key, reference: &Set) -> Option<f64> {
+    let d = unit.tables.density.get(key)? - unit.tables.density.get(&with_set(key, reference))?;
+    (!d.is_nan()).then_some(d)
+}
+
+fn gap(cell: &str, runs: &[&Unit], refs: &References, s: &Settings) -> Vec<GapRow> {
     keys(runs)
         .into_par_iter()
-        .filter(|key| key.set.family != "none")
-        .map(|key| {
-            let ref_key = with_set(&key, reference);
+        .filter(|key| refs.is_tested(&key.set))
+        .filter_map(|key| {
+            let reference = refs.of(&key.set)?;
+            let ref_key = with_set(&key, &reference);
             // Paired: the difference within each seed, then across seeds.
             let differences: Vec<f64> = runs
                 .iter()
-                .filter_map(|u| Some(u.tables.density.get(&key)? - u.tables.density.get(&ref_key)?))
-                .filter(|d| !d.is_nan())
+                .filter_map(|u| run_gap(u, &key, &reference))
                 .collect();
-            let (mut estimate, mut interval) = over_seeds(&differences, boot);
+            let (mut estimate, mut interval) = over_seeds(&differences, s);
+            let mut test = sign_flip(&differences, s.mc);
             if let ([difference], [run]) = (differences.as_slice(), runs) {
                 let samples = &run.tables.samples;
                 if let (Some(shifted), Some(id)) = (samples.get(&key), samples.get(&ref_key)) {
                     if shifted.len() >= 2 && id.len() >= 2 {
-                        let e = boot.groups(&[id, shifted], |m| m[1] - m[0]);
+                        let e = s.boot.groups(&[id, shifted], |m| m[1] - m[0]);
                         estimate = Estimate {
                             value: *difference,
                             ..e
                         };
                         interval = Interval::Samples;
+                        test = Test::new("welch_samples", inference::welch_p(id, shifted));
                     }
                 }
             }
-            GapRow {
+            Some(GapRow {
                 cell: cell.to_string(),
                 key,
-                reference: reference.probe.clone(),
+                reference: reference.probe,
                 estimate,
                 seeds: differences.len(),
                 interval,
-            }
+                test,
+            })
         })
         .filter(|row| row.seeds > 0)
         .collect()
@@ -262,22 +505,34 @@ fn gap(cell: &str, runs: &[&Unit], reference: &Set, boot: Bootstrap) -> Vec<GapR
 
 const DETECTION_STATISTICS: [&str; 4] = ["auroc", "aupr_in", "aupr_out", "fpr95"];
 
-fn ood(cell: &str, runs: &[&Unit], reference: &Set, boot: Bootstrap) -> Vec<OodRow> {
+/// One seed's detection scores of a tested set against its reference.
+struct SeedDetection {
+    seed: u64,
+    d: stats::Detection,
+    n_id: usize,
+    n_shifted: usize,
+    /// Mann-Whitney's p over this seed's vectors (AUROC = 0.5).
+    mann_whitney: f64,
+}
+
+fn ood(cell: &str, runs: &[&Unit], refs: &References, s: &Settings) -> Vec<OodRow> {
     let sampled: BTreeSet<&Key> = runs
         .iter()
         .flat_map(|u| u.tables.samples.keys())
-        .filter(|k| k.set.family != "none")
+        .filter(|k| refs.is_tested(&k.set))
         .collect();
     sampled
         .into_par_iter()
         .flat_map_iter(|key| {
+            let Some(reference) = refs.of(&key.set) else {
+                return Vec::new();
+            };
             let higher = shifted_when_higher(&key.at.metric);
             let shifted_when = if higher { "higher" } else { "lower" };
-            // Per seed: (detection, n_id, n_shifted).
-            let per_seed: Vec<(u64, stats::Detection, usize, usize)> = runs
+            let ref_key = with_set(key, &reference);
+            let per_seed: Vec<SeedDetection> = runs
                 .iter()
                 .filter_map(|u| {
-                    let ref_key = with_set(key, reference);
                     let id_ness = |values: &Vec<f64>| -> Vec<f64> {
                         values
                             .iter()
@@ -287,298 +542,76 @@ fn ood(cell: &str, runs: &[&Unit], reference: &Set, boot: Bootstrap) -> Vec<OodR
                     let id = id_ness(u.tables.samples.get(&ref_key)?);
                     let shifted = id_ness(u.tables.samples.get(key)?);
                     let d = stats::detection(&id, &shifted)?;
-                    Some((u.seed, d, id.len(), shifted.len()))
+                    // Only a single run is tested over its own vectors.
+                    let mann_whitney = if runs.len() == 1 {
+                        inference::mann_whitney_p(&id, &shifted)
+                    } else {
+                        f64::NAN
+                    };
+                    Some(SeedDetection {
+                        seed: u.seed,
+                        d,
+                        n_id: id.len(),
+                        n_shifted: shifted.len(),
+                        mann_whitney,
+                    })
                 })
                 .collect();
             let mut rows = Vec::new();
-            for (s, statistic) in DETECTION_STATISTICS.into_iter().enumerate() {
-                let pick = |d: &stats::Detection| [d.auroc, d.aupr_in, d.aupr_out, d.fpr95][s];
-                for (seed, d, n_id, n_shifted) in &per_seed {
-                    rows.push(OodRow {
-                        cell: cell.to_string(),
-                        seed: Some(*seed),
-                        key: key.clone(),
-                        shifted_when,
-                        statistic,
-                        estimate: Estimate::point(pick(d)),
-                        seeds: 1,
-                        interval: Interval::None,
-                        n_id: *n_id as f64,
-                        n_shifted: *n_shifted as f64,
-                    });
+            for (i, statistic) in DETECTION_STATISTICS.into_iter().enumerate() {
+                let pick = |d: &stats::Detection| [d.auroc, d.aupr_in, d.aupr_out, d.fpr95][i];
+                let row = |seed, estimate, seeds, interval, n_id, n_shifted, test| OodRow {
+                    cell: cell.to_string(),
+                    seed,
+                    key: key.clone(),
+                    reference: reference.probe.clone(),
+                    shifted_when,
+                    statistic,
+                    estimate,
+                    seeds,
+                    interval,
+                    n_id,
+                    n_shifted,
+                    test,
+                };
+                for p in &per_seed {
+                    rows.push(row(
+                        Some(p.seed),
+                        Estimate::point(pick(&p.d)),
+                        1,
+                        Interval::None,
+                        p.n_id as f64,
+                        p.n_shifted as f64,
+                        None,
+                    ));
                 }
                 if per_seed.is_empty() {
                     continue;
                 }
-                let values: Vec<f64> = per_seed.iter().map(|(_, d, _, _)| pick(d)).collect();
-                let (estimate, interval) = over_seeds(&values, boot);
-                let mean_n = |f: fn(&(u64, stats::Detection, usize, usize)) -> usize| {
+                let values: Vec<f64> = per_seed.iter().map(|p| pick(&p.d)).collect();
+                let (estimate, interval) = over_seeds(&values, s);
+                let test = match (statistic, per_seed.as_slice()) {
+                    ("auroc", [one]) => Test::new("mann_whitney_samples", one.mann_whitney),
+                    ("auroc", _) => {
+                        let centred: Vec<f64> = values.iter().map(|v| v - 0.5).collect();
+                        sign_flip(&centred, s.mc)
+                    }
+                    _ => None,
+                };
+                let mean_n = |f: fn(&SeedDetection) -> usize| {
                     per_seed.iter().map(|p| f(p) as f64).sum::<f64>() / per_seed.len() as f64
                 };
-                rows.push(OodRow {
-                    cell: cell.to_string(),
-                    seed: None,
-                    key: key.clone(),
-                    shifted_when,
-                    statistic,
+                rows.push(row(
+                    None,
                     estimate,
-                    seeds: per_seed.len(),
+                    per_seed.len(),
                     interval,
-                    n_id: mean_n(|p| p.2),
-                    n_shifted: mean_n(|p| p.3),
-                });
+                    mean_n(|p| p.n_id),
+                    mean_n(|p| p.n_shifted),
+                    test,
+                ));
             }
             rows
         })
         .collect()
-}
-
-/// For each (where, step, probe) with 3 or more levels: the levels' keys.
-fn graded_sets(runs: &[&Unit]) -> BTreeMap<(Where, i64, String, String), Vec<Key>> {
-    let mut out: BTreeMap<(Where, i64, String, String), Vec<Key>> = BTreeMap::new();
-    for key in keys(runs) {
-        if key.set.family == "none" {
-            continue;
-        }
-        out.entry((
-            key.at.clone(),
-            key.step,
-            key.set.probe.clone(),
-            key.set.family.clone(),
-        ))
-        .or_default()
-        .push(key);
-    }
-    out.retain(|_, levels| levels.len() >= 3);
-    out
-}
-
-fn trend(cell: &str, runs: &[&Unit], boot: Bootstrap) -> Vec<TrendRow> {
-    graded_sets(runs)
-        .into_par_iter()
-        .flat_map_iter(|((at, step, probe, family), levels)| {
-            let key = Key {
-                at,
-                step,
-                set: Set {
-                    probe,
-                    level: Level(f64::NAN),
-                    family,
-                },
-            };
-            let x: Vec<f64> = levels.iter().map(|k| k.set.level.0).collect();
-            let mut rows = Vec::new();
-            let row = |over, estimate, seeds, interval| TrendRow {
-                cell: cell.to_string(),
-                key: key.clone(),
-                over,
-                levels: levels.len(),
-                estimate,
-                seeds,
-                interval,
-            };
-
-            // Over level means: rho per seed, then across seeds.
-            let per_seed: Vec<f64> = runs
-                .iter()
-                .filter_map(|u| {
-                    let y: Option<Vec<f64>> = levels
-                        .iter()
-                        .map(|k| u.tables.density.get(k).copied())
-                        .collect();
-                    Some(stats::spearman(&x, &y?))
-                })
-                .filter(|r| !r.is_nan())
-                .collect();
-            let (mut estimate, mut interval) = over_seeds(&per_seed, boot);
-            if let ([rho], [run]) = (per_seed.as_slice(), runs) {
-                let groups: Option<Vec<&[f64]>> = levels
-                    .iter()
-                    .map(|k| run.tables.samples.get(k).map(Vec::as_slice))
-                    .collect();
-                if let Some(groups) = groups.filter(|g| g.iter().all(|s| s.len() >= 2)) {
-                    let e = boot.groups(&groups, |means| stats::spearman(&x, means));
-                    estimate = Estimate { value: *rho, ..e };
-                    interval = Interval::Samples;
-                }
-            }
-            rows.push(row("level_means", estimate, per_seed.len(), interval));
-
-            // Over samples: every vector with its set's level.
-            let per_seed: Vec<(f64, usize)> = runs
-                .iter()
-                .filter_map(|u| {
-                    let (mut xs, mut ys) = (Vec::new(), Vec::new());
-                    for (k, &level) in levels.iter().zip(&x) {
-                        let s = u.tables.samples.get(k)?;
-                        xs.extend(std::iter::repeat_n(level, s.len()));
-                        ys.extend_from_slice(s);
-                    }
-                    Some((stats::spearman(&xs, &ys), ys.len()))
-                })
-                .filter(|(r, _)| !r.is_nan())
-                .collect();
-            if !per_seed.is_empty() {
-                let rhos: Vec<f64> = per_seed.iter().map(|p| p.0).collect();
-                let (estimate, interval) = match per_seed.as_slice() {
-                    [(rho, n)] => (stats::spearman_fisher_interval(*rho, *n), Interval::FisherZ),
-                    _ => over_seeds(&rhos, boot),
-                };
-                rows.push(row("samples", estimate, per_seed.len(), interval));
-            }
-            rows
-        })
-        .collect()
-}
-
-/// Builds one Parquet table column by column.
-struct Columns {
-    fields: Vec<Field>,
-    arrays: Vec<ArrayRef>,
-}
-
-impl Columns {
-    fn new() -> Columns {
-        Columns {
-            fields: Vec::new(),
-            arrays: Vec::new(),
-        }
-    }
-    fn push(&mut self, name: &str, array: ArrayRef) {
-        self.fields
-            .push(Field::new(name, array.data_type().clone(), false));
-        self.arrays.push(array);
-    }
-    fn push_nullable(&mut self, name: &str, array: ArrayRef) {
-        self.fields
-            .push(Field::new(name, array.data_type().clone(), true));
-        self.arrays.push(array);
-    }
-    fn strings<'a>(&mut self, name: &str, values: impl Iterator<Item = &'a str>) {
-        self.push(name, Arc::new(StringArray::from_iter_values(values)));
-    }
-    fn floats(&mut self, name: &str, values: impl Iterator<Item = f64>) {
-        self.push(name, Arc::new(Float64Array::from_iter_values(values)));
-    }
-    fn ints(&mut self, name: &str, values: impl Iterator<Item = i64>) {
-        self.push(name, Arc::new(Int64Array::from_iter_values(values)));
-    }
-    /// `cell`, then the key's columns in the density table's order (`with_level`: and its
-    /// `shift_level`).
-    /// `cell`, then the rows' key columns in the density table's order (`with_level`: and its
-    /// `shift_level`).
-    fn key<R: Row>(&mut self, rows: &[R], with_level: bool) {
-        self.strings("cell", rows.iter().map(|r| r.cell()));
-        let keys: Vec<&Key> = rows.iter().map(Row::key).collect();
-        self.ints("step", keys.iter().map(|k| k.step));
-        self.strings("probe", keys.iter().map(|k| k.set.probe.as_str()));
-        self.strings("shift_family", keys.iter().map(|k| k.set.family.as_str()));
-        if with_level {
-            self.floats("shift_level", keys.iter().map(|k| k.set.level.0));
-        }
-        self.push(
-            "layer",
-            Arc::new(Int32Array::from_iter_values(
-                keys.iter().map(|k| k.at.layer),
-            )),
-        );
-        self.strings("site", keys.iter().map(|k| k.at.site.as_str()));
-        self.strings("position", keys.iter().map(|k| k.at.position.as_str()));
-        self.strings("metric", keys.iter().map(|k| k.at.metric.as_str()));
-    }
-    /// `value` (named so), `lo`, `hi`, `seeds` and `interval` of the rows' estimates.
-    fn estimates<R: Row>(&mut self, value: &str, rows: &[R]) {
-        self.floats(value, rows.iter().map(|r| r.estimate().value));
-        self.floats("lo", rows.iter().map(|r| r.estimate().lo));
-        self.floats("hi", rows.iter().map(|r| r.estimate().hi));
-        self.ints("seeds", rows.iter().map(|r| r.seeds() as i64));
-        self.strings("interval", rows.iter().map(|r| r.interval().name()));
-    }
-    fn write(self, path: &Path) -> Result<()> {
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.arrays)?;
-        crate::sink::write_parquet(path, &batch)
-    }
-}
-
-/// What every row of the four tables has: its cell, its key and an estimate with how it was made.
-trait Row {
-    fn cell(&self) -> &str;
-    fn key(&self) -> &Key;
-    fn estimate(&self) -> Estimate;
-    fn seeds(&self) -> usize;
-    fn interval(&self) -> Interval;
-}
-
-macro_rules! rows {
-    ($($t:ty),*) => {$(
-        impl Row for $t {
-            fn cell(&self) -> &str {
-                &self.cell
-            }
-            fn key(&self) -> &Key {
-                &self.key
-            }
-            fn estimate(&self) -> Estimate {
-                self.estimate
-            }
-            fn seeds(&self) -> usize {
-                self.seeds
-            }
-            fn interval(&self) -> Interval {
-                self.interval
-            }
-        }
-    )*};
-}
-rows!(SummaryRow, GapRow, OodRow, TrendRow);
-
-impl Tables {
-    /// Writes `summary.parquet`, `gap.parquet`, `trend.parquet` and (if any run wrote samples)
-    /// `ood.parquet` into `dir`; returns the file names written.
-    pub fn write(&self, dir: &Path) -> Result<Vec<&'static str>> {
-        let mut written = vec!["summary.parquet", "gap.parquet", "trend.parquet"];
-
-        let mut c = Columns::new();
-        c.key(&self.summary, true);
-        c.estimates("value", &self.summary);
-        c.write(&dir.join("summary.parquet"))?;
-
-        let mut c = Columns::new();
-        c.key(&self.gap, true);
-        c.strings("reference", self.gap.iter().map(|r| r.reference.as_str()));
-        c.estimates("gap", &self.gap);
-        c.push(
-            "excludes_zero",
-            Arc::new(BooleanArray::from_iter(
-                self.gap.iter().map(|r| Some(r.estimate.excludes_zero())),
-            )),
-        );
-        c.write(&dir.join("gap.parquet"))?;
-
-        let mut c = Columns::new();
-        c.key(&self.trend, false);
-        c.strings("over", self.trend.iter().map(|r| r.over));
-        c.ints("levels", self.trend.iter().map(|r| r.levels as i64));
-        c.estimates("rho", &self.trend);
-        c.write(&dir.join("trend.parquet"))?;
-
-        if !self.ood.is_empty() {
-            let mut c = Columns::new();
-            c.key(&self.ood, true);
-            c.push_nullable(
-                "seed",
-                Arc::new(Int64Array::from_iter(
-                    self.ood.iter().map(|r| r.seed.map(|s| s as i64)),
-                )),
-            );
-            c.strings("shifted_when", self.ood.iter().map(|r| r.shifted_when));
-            c.strings("statistic", self.ood.iter().map(|r| r.statistic));
-            c.estimates("value", &self.ood);
-            c.floats("n_id", self.ood.iter().map(|r| r.n_id));
-            c.floats("n_shifted", self.ood.iter().map(|r| r.n_shifted));
-            c.write(&dir.join("ood.parquet"))?;
-            written.push("ood.parquet");
-        }
-        Ok(written)
-    }
 }
