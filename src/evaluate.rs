@@ -15,6 +15,7 @@ use anyhow::Result;
 
 use crate::config::ProbePlan;
 use crate::data::probes::ProbeSet;
+use crate::data::rulegraph::Prior;
 use crate::device::RunDevice;
 use crate::kernels::{self, across, reference};
 use crate::metrics::{
@@ -77,6 +78,9 @@ pub struct Probing<'a> {
     pub batch_tokens: usize,
     pub device: &'a Device,
     pub reduction: Reduction,
+    /// The rule graph's frequency prior: each answered set gets a `prior_acc` row beside its
+    /// `answer_acc`. `None` for documents.
+    pub prior: Option<&'a Prior>,
 }
 
 impl Probing<'_> {
@@ -253,6 +257,15 @@ impl Probing<'_> {
                 key: self.logits_key(probe, metric),
                 value: value as f64,
                 std: std as f64,
+                n,
+            });
+        }
+        if let (Some(prior), true) = (self.prior, probe.has_answer) {
+            let (value, std) = prior_stats(prior, probe);
+            eval.rows.push(DensityRow {
+                key: self.logits_key(probe, LogitsMetric::PriorAcc),
+                value,
+                std,
                 n,
             });
         }
@@ -717,6 +730,26 @@ fn answer_stats(
     Tensor::cat(parts, 0)
 }
 
+/// `prior_acc` of an answered probe set: the mean and sample std over samples of whether the
+/// prior's answer after the sample's last read token is the sample's answer (a token with no
+/// prior answer counts as wrong).
+pub fn prior_stats(prior: &Prior, probe: &ProbeSet) -> (f64, f64) {
+    let n = probe.samples();
+    let hits: Vec<f64> = (0..n)
+        .map(|i| {
+            let s = probe.sample(i);
+            (prior.answer(s[probe.last_index()]) == Some(s[probe.len])) as u8 as f64
+        })
+        .collect();
+    let mean = hits.iter().sum::<f64>() / n.max(1) as f64;
+    let std = if n > 1 {
+        (hits.iter().map(|h| (h - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    } else {
+        f64::NAN
+    };
+    (mean, std)
+}
+
 /// Token ids (or indices) as an Int tensor of `shape` on `device`.
 fn int_tensor<const D: usize>(
     values: Vec<i64>,
@@ -736,6 +769,62 @@ mod tests {
         let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
         let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
         row.iter().map(|&x| x as f64 - max - sum.ln()).collect()
+    }
+
+    /// `prior_acc` of a set of held-out facts against a brute-force count over the training
+    /// facts: the share of samples whose answer is the most common training tail of the
+    /// sample's relation (ties: the smallest entity id).
+    #[test]
+    fn prior_acc_matches_a_brute_force_count_over_the_training_facts() {
+        use crate::config::{DeductionConfig, RuleGraphConfig};
+        use crate::data::rulegraph::KnowledgeBase;
+        let kb = KnowledgeBase::generate(
+            &RuleGraphConfig {
+                entities: 30,
+                relations: 3,
+                deduction: Some(DeductionConfig::default()),
+                ..RuleGraphConfig::default()
+            },
+            6,
+        );
+        let prior = Prior::new(&kb);
+        let mut facts = kb.held_out.clone();
+        facts.extend(kb.train.iter().step_by(7));
+        let tokens: Vec<u32> = facts.iter().flat_map(|f| kb.sequence(f)).collect();
+        let probe = ProbeSet {
+            name: "p".into(),
+            family: ShiftFamily::Hops,
+            level: 2.0,
+            len: 3,
+            tokens,
+            has_answer: true,
+            options: None,
+            option_len: 1,
+            correct: None,
+            distance: 0.0,
+            novelty: 0.0,
+        };
+        let hits: Vec<f64> = facts
+            .iter()
+            .map(|fact| {
+                let count = |tail: u32| {
+                    kb.train
+                        .iter()
+                        .filter(|f| f.relation == fact.relation && f.tail == tail)
+                        .count()
+                };
+                let most = (0..kb.entities as u32).map(count).max().unwrap();
+                let first = (0..kb.entities as u32).find(|&t| count(t) == most).unwrap();
+                (first == fact.tail) as u8 as f64
+            })
+            .collect();
+        let n = hits.len() as f64;
+        let mean = hits.iter().sum::<f64>() / n;
+        let std = (hits.iter().map(|h| (h - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        let (got_mean, got_std) = prior_stats(&prior, &probe);
+        assert!(mean > 0.0 && mean < 1.0, "{mean}: a test that can tell");
+        assert!((got_mean - mean).abs() < 1e-12, "{got_mean} vs {mean}");
+        assert!((got_std - std).abs() < 1e-12, "{got_std} vs {std}");
     }
 
     /// next_token_loss, answer_loss, answer_acc and choice_acc against a direct computation from

@@ -246,6 +246,11 @@ pub enum LogitsMetric {
     AnswerAcc,
     /// Multiple choice: whether the correct option has the lowest length-normalised loss.
     ChoiceAcc,
+    /// Rule-graph answers: whether the frequency prior (the most common training tail of the
+    /// prompt's last read token, `data::rulegraph::Prior`) is the answer. Depends on the probe
+    /// set and the training facts only: the same at every step; what `answer_acc` must beat to
+    /// show more than familiarity with a relation's tails.
+    PriorAcc,
 }
 
 impl LogitsMetric {
@@ -256,6 +261,7 @@ impl LogitsMetric {
             LogitsMetric::AnswerLoss => "answer_loss",
             LogitsMetric::AnswerAcc => "answer_acc",
             LogitsMetric::ChoiceAcc => "choice_acc",
+            LogitsMetric::PriorAcc => "prior_acc",
         }
     }
 }

@@ -125,6 +125,7 @@ pub fn probe(
     tracing::info!("{}", device.reason);
     let data = run.reload_dataset(&config)?;
     let sets = probes::build(&config, &request.sets, &data)?;
+    let prior = data.prior();
     let available = run.steps_with_weights()?;
     let steps = match steps {
         Steps::Final => vec![config.train.steps],
@@ -160,6 +161,7 @@ pub fn probe(
         batch_tokens: config.probes.batch_size,
         device: &device.device,
         reduction: Reduction::for_device(&device),
+        prior: prior.as_ref(),
     };
     let t0 = Instant::now();
     let mut rows = 0;

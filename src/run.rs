@@ -17,6 +17,7 @@ use burn::optim::ModuleOptimizer;
 use crate::config::{Config, ProbePlan};
 use crate::data::Dataset;
 use crate::data::probes::{self, ProbeSet};
+use crate::data::rulegraph::Prior;
 use crate::device::{self, RunDevice};
 use crate::error::InputError;
 use crate::evaluate::{Probing, Reduction};
@@ -61,6 +62,8 @@ struct Prepared {
     data: Dataset,
     probe_sets: Vec<ProbeSet>,
     plan: ProbePlan,
+    /// The rule graph's frequency prior (`prior_acc`).
+    prior: Option<Prior>,
 }
 
 impl Prepared {
@@ -73,6 +76,7 @@ impl Prepared {
             batch_tokens: config.probes.batch_size,
             device: &self.device.device,
             reduction: Reduction::for_device(&self.device),
+            prior: self.prior.as_ref(),
         }
     }
 }
@@ -95,6 +99,7 @@ fn prepare(config: &Config, saved: Option<(&RunDir, &Manifest)>) -> Result<Prepa
     };
     tracing::info!("{}; {} probe sets", data.describe(), probe_sets.len());
     Ok(Prepared {
+        prior: data.prior(),
         plan: config.probe_plan(),
         device,
         data,

@@ -490,3 +490,124 @@ fn the_documented_matched_sets_are_valid() {
     let again = Config::from_yaml(&config.to_yaml(), "resolved.yaml", &[]).unwrap();
     assert_eq!(again, config);
 }
+
+const DEDUCTION: &str = include_str!("../experiments/deduction.yaml");
+
+/// The deduction block and `token_replace`: each bad value exits 2 before anything is created,
+/// naming the field.
+#[test]
+fn bad_deduction_and_token_replace_configs_exit_2_name_the_field_and_leave_nothing() {
+    let grammar = include_str!("../experiments/grammar.yaml");
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "no training heads",
+            DEDUCTION.replace("shown_fraction: 0.6", "shown_fraction: 0.0"),
+            "data.source.deduction.shown_fraction",
+        ),
+        (
+            "rounds to no training heads",
+            DEDUCTION.replace("shown_fraction: 0.6", "shown_fraction: 0.001"),
+            "data.source.deduction.shown_fraction",
+        ),
+        (
+            "no held-out heads",
+            DEDUCTION.replace("shown_fraction: 0.6", "shown_fraction: 1.0"),
+            "data.source.deduction.shown_fraction",
+        ),
+        (
+            "rounds to no held-out heads",
+            DEDUCTION.replace("shown_fraction: 0.6", "shown_fraction: 0.999"),
+            "data.source.deduction.shown_fraction",
+        ),
+        (
+            "no aliases for a deducible set",
+            DEDUCTION.replace("aliases: 8 ", "aliases: 0 "),
+            "probes.sets[1].family",
+        ),
+        (
+            "no random relations for a non-deducible set",
+            DEDUCTION.replace("random_derived: 8 ", "random_derived: 0 "),
+            "probes.sets[3].family",
+        ),
+        (
+            "an empty deduction block's relations",
+            DEDUCTION
+                .replace("aliases: 8 ", "aliases: 0 ")
+                .replace("random_derived: 8 ", "random_derived: 0 "),
+            "data.source.deduction.aliases",
+        ),
+        (
+            "a deducible set without the deduction block",
+            GOOD.replace(
+                "    - {name: random, family: random}",
+                "    - {name: random, family: random}\n    - {name: ded, family: deducible}",
+            ),
+            "probes.sets[4].family",
+        ),
+        (
+            "an unknown deduction field",
+            DEDUCTION.replace("aliases: 8 ", "aliasez: 8 "),
+            "aliasez",
+        ),
+        (
+            "hops without rule chains",
+            DEDUCTION.replace(
+                "    - {name: random, family: random}",
+                "    - {name: random, family: random}\n    - {name: hops, family: hops}",
+            ),
+            "probes.sets[7]",
+        ),
+        (
+            "token_replace longer than the prompt",
+            DEDUCTION.replace("levels: [1, 2]}", "levels: [1, 3]}"),
+            "probes.sets[5].levels[1]",
+        ),
+        (
+            "token_replace of part of a token",
+            DEDUCTION.replace("levels: [1, 2]}", "levels: [1.5]}"),
+            "probes.sets[5].levels[0]",
+        ),
+        (
+            "token_replace without levels",
+            DEDUCTION.replace(", levels: [1, 2]}", "}"),
+            "probes.sets[5].levels",
+        ),
+        (
+            "token_replace longer than a window",
+            grammar.replace(
+                "    - {name: random, family: random}",
+                "    - {name: random, family: random}\n    \
+                 - {name: replace, family: token_replace, levels: [32, 33]}",
+            ),
+            "levels[1]",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (what, yaml, needle) in &cases {
+        assert!(
+            yaml != DEDUCTION && yaml != GOOD && yaml != grammar,
+            "{what}: the replacement did not apply"
+        );
+        let config = dir.path().join("bad.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let out = dir.path().join("runs");
+        let (code, stderr) = run_cli(&config, &out);
+        assert_eq!(code, Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{what}: {stderr:?} does not name {needle:?}"
+        );
+        assert!(!out.exists(), "{what}: a run directory was created");
+    }
+}
+
+/// Without the deduction block a rule graph resolves to exactly what it did before: the block is
+/// never written.
+#[test]
+fn a_rule_graph_without_deduction_writes_no_deduction_block() {
+    let config = Config::from_yaml(GOOD, "quickstart.yaml", &[]).unwrap();
+    assert!(!config.to_yaml().contains("deduction"));
+    let config = Config::from_yaml(DEDUCTION, "deduction.yaml", &[]).unwrap();
+    let again = Config::from_yaml(&config.to_yaml(), "resolved.yaml", &[]).unwrap();
+    assert_eq!(config, again);
+}

@@ -403,6 +403,9 @@ fn every_family_on_every_source_is_refused_or_builds() {
         ("none", ""),
         ("hops", ""),
         ("token_corruption", ", levels: [0.1]"),
+        ("token_replace", ", levels: [1]"),
+        ("deducible", ""),
+        ("non_deducible", ""),
         ("char_noise", ", levels: [0.1]"),
         ("word_noise", ", levels: [0.1]"),
         ("length", ", levels: [2]"),
@@ -413,7 +416,11 @@ fn every_family_on_every_source_is_refused_or_builds() {
     ];
     let text = dir.path().join("*.txt").display().to_string();
     let sources = [
-        ("rulegraph", "{kind: rulegraph}".to_string(), ""),
+        (
+            "rulegraph",
+            "{kind: rulegraph, deduction: {aliases: 2, random_derived: 2}}".to_string(),
+            "",
+        ),
         (
             "grammar",
             "{kind: grammar, symbols: 32, documents: 40, length: 100}".into(),
@@ -451,7 +458,8 @@ fn every_family_on_every_source_is_refused_or_builds() {
             }
         }
     }
-    // none, token_corruption, options and random everywhere; hops and conflict on the rule graph;
-    // char and word noise, length and domain on text and the grammar; grammar_shift on the grammar.
-    assert_eq!(built, 4 * 3 + 2 + 4 + 5);
+    // none, token_corruption, token_replace, options and random everywhere; hops, conflict,
+    // deducible and non_deducible on the rule graph (with a deduction block); char and word
+    // noise, length and domain on text and the grammar; grammar_shift on the grammar.
+    assert_eq!(built, 5 * 3 + 4 + 4 + 5);
 }

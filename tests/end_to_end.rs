@@ -124,9 +124,9 @@ fn check_run(run: &Path, eval_steps: &[i64], backend: &str) {
     assert_eq!(names, expected);
 
     // Probe sets: id, hops levels 2 and 3, corrupt 0.5 = 4; sites: blocks.0.resid_post,
-    // blocks.0.mlp.post, final.norm = 3; positions 2; metrics 6; plus 4 logits rows per set
-    // (next_token_loss, prompt_loss, answer_loss, answer_acc).
-    let expected_rows = 4 * 3 * 2 * 6 + 4 * 4;
+    // blocks.0.mlp.post, final.norm = 3; positions 2; metrics 6; plus 5 logits rows per set
+    // (next_token_loss, prompt_loss, answer_loss, answer_acc, prior_acc).
+    let expected_rows = 4 * 3 * 2 * 6 + 4 * 5;
     let schema = [
         ("run_id", DataType::Utf8),
         ("step", DataType::Int64),
@@ -298,7 +298,9 @@ fn a_wgpu_run_trains_and_measures_with_the_kernels() {
     );
     for path in density {
         let b = read(&path);
-        assert_eq!(b.num_rows(), 4 * 3 * 2 * 6 + 4 * 4);
+        // Per set: 3 sites x 2 positions x 6 metrics, and 5 logits rows (the 4 losses and
+        // accuracies read back, and prior_acc, computed on the host).
+        assert_eq!(b.num_rows(), 4 * 3 * 2 * 6 + 4 * 5);
         let value = floats(&b, "value");
         assert!(value.iter().all(|v| v.unwrap().is_finite()));
     }

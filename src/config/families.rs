@@ -25,8 +25,20 @@ pub enum ShiftFamily {
     None,
     /// Rule graph: held-out deducible facts; the level is the number of relations the rule chains.
     Hops,
-    /// Each token replaced by a different random token with probability `level`.
+    /// Each token replaced by a different random token with probability `level`: the share of
+    /// prompts that change grows with the level (a dilution), not how far each one moves.
     TokenCorruption,
+    /// Exactly `level` (a whole number k) distinct read tokens of every sample replaced, each by
+    /// a different random token (never BOS): every prompt k tokens away from its original. Rule
+    /// graph: among the prompt's tokens after BOS (k in 1..=2), the answer kept; documents: among
+    /// the window's read tokens (k in 1..=data.context).
+    TokenReplace,
+    /// Rule graph with `data.source.deduction`: held-out facts of the alias relations, deducible
+    /// from their base relation's training facts (level 1).
+    Deducible,
+    /// Rule graph with `data.source.deduction`: held-out facts of the random derived relations,
+    /// which nothing in training determines (level 1).
+    NonDeducible,
     /// Text: each character substituted, swapped, deleted or preceded by a digit string, with
     /// probability `level`.
     CharNoise,
@@ -75,6 +87,9 @@ pub struct LevelContext {
     pub most: usize,
     /// Tokens of an `options` question.
     pub question: usize,
+    /// Tokens a `token_replace` set may replace: the rule graph prompt's after BOS, or a
+    /// window's read tokens.
+    pub replaceable: usize,
 }
 
 impl ShiftFamily {
@@ -84,6 +99,9 @@ impl ShiftFamily {
             ShiftFamily::None => "none",
             ShiftFamily::Hops => "hops",
             ShiftFamily::TokenCorruption => "token_corruption",
+            ShiftFamily::TokenReplace => "token_replace",
+            ShiftFamily::Deducible => "deducible",
+            ShiftFamily::NonDeducible => "non_deducible",
             ShiftFamily::CharNoise => "char_noise",
             ShiftFamily::WordNoise => "word_noise",
             ShiftFamily::Length => "length",
@@ -102,6 +120,9 @@ impl ShiftFamily {
             ShiftFamily::None
             | ShiftFamily::Hops
             | ShiftFamily::TokenCorruption
+            | ShiftFamily::TokenReplace
+            | ShiftFamily::Deducible
+            | ShiftFamily::NonDeducible
             | ShiftFamily::CharNoise
             | ShiftFamily::WordNoise
             | ShiftFamily::Options
@@ -117,7 +138,10 @@ impl ShiftFamily {
         // Facts have no text to noise or cut longer; documents have no rules to chain.
         let text_like = !matches!(source, SourceConfig::Rulegraph(_));
         match self {
-            ShiftFamily::Hops | ShiftFamily::Conflict => !text_like,
+            ShiftFamily::Hops
+            | ShiftFamily::Conflict
+            | ShiftFamily::Deducible
+            | ShiftFamily::NonDeducible => !text_like,
             ShiftFamily::CharNoise
             | ShiftFamily::WordNoise
             | ShiftFamily::Length
@@ -125,6 +149,7 @@ impl ShiftFamily {
             ShiftFamily::GrammarShift => matches!(source, SourceConfig::Grammar(_)),
             ShiftFamily::None
             | ShiftFamily::TokenCorruption
+            | ShiftFamily::TokenReplace
             | ShiftFamily::Options
             | ShiftFamily::Random => true,
         }
@@ -137,6 +162,9 @@ impl ShiftFamily {
             ShiftFamily::None
             | ShiftFamily::Hops
             | ShiftFamily::TokenCorruption
+            | ShiftFamily::TokenReplace
+            | ShiftFamily::Deducible
+            | ShiftFamily::NonDeducible
             | ShiftFamily::CharNoise
             | ShiftFamily::WordNoise
             | ShiftFamily::Length
@@ -151,7 +179,11 @@ impl ShiftFamily {
     pub fn levels(self) -> Levels {
         match self {
             ShiftFamily::None => Levels::Fixed(0.0),
-            ShiftFamily::Random | ShiftFamily::Domain => Levels::Fixed(1.0),
+            ShiftFamily::Random
+            | ShiftFamily::Domain
+            | ShiftFamily::Deducible
+            | ShiftFamily::NonDeducible => Levels::Fixed(1.0),
+            ShiftFamily::TokenReplace => Levels::Required { example: "[1, 2]" },
             ShiftFamily::Hops => Levels::HopCounts,
             ShiftFamily::Length => Levels::Required {
                 example: "[1.5, 2, 4]",
@@ -177,7 +209,21 @@ impl ShiftFamily {
         let l = level;
         let (ok, what) = match self {
             // A given list is refused as a whole (`Levels::Fixed`), not level by level.
-            ShiftFamily::None | ShiftFamily::Random | ShiftFamily::Domain => return Ok(()),
+            ShiftFamily::None
+            | ShiftFamily::Random
+            | ShiftFamily::Domain
+            | ShiftFamily::Deducible
+            | ShiftFamily::NonDeducible => return Ok(()),
+            ShiftFamily::TokenReplace => {
+                let most = ctx.replaceable;
+                (
+                    l.fract() == 0.0 && l >= 1.0 && l <= most as f64,
+                    format!(
+                        "a whole number of replaced tokens in 1..={most} (the tokens read after \
+                         BOS: the prompt's, or a window's data.context)"
+                    ),
+                )
+            }
             ShiftFamily::Hops => {
                 // Without a rule graph the family check has already refused the set.
                 let Some((lo, hi)) = ctx.hops else {
@@ -321,7 +367,18 @@ mod tests {
             option_len: 1,
             most: 200,
             question: 3,
+            replaceable: 2,
         };
+        assert_eq!(ShiftFamily::TokenReplace.check_level(2.0, &ctx), Ok(()));
+        for bad in [0.0, 1.5, 3.0] {
+            assert_eq!(
+                ShiftFamily::TokenReplace.check_level(bad, &ctx),
+                Err(format!(
+                    "{bad} is not a whole number of replaced tokens in 1..=2 (the tokens read \
+                     after BOS: the prompt's, or a window's data.context)"
+                ))
+            );
+        }
         assert_eq!(ShiftFamily::Hops.check_level(3.0, &ctx), Ok(()));
         assert_eq!(
             ShiftFamily::Hops.check_level(6.0, &ctx),

@@ -214,6 +214,46 @@ pub struct RuleGraphConfig {
     pub max_hops: usize,
     /// Fraction of each derived relation's facts that are trained on; the rest are held out.
     pub derived_train_fraction: f64,
+    /// The deduction task (docs/science.md, "Deduction task"): derived relations of two kinds
+    /// added after the rule chains' ones, deducible aliases and non-deducible random ones, whose
+    /// held-out facts are the `deducible` and `non_deducible` probe sets. Absent (the default):
+    /// none, and the graph is exactly what it was before this block existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deduction: Option<DeductionConfig>,
+}
+
+/// `data.source.deduction`: derived relations whose held-out facts can (`aliases`) or cannot
+/// (`random_derived`) be deduced from the training facts. Their relation tokens follow the base
+/// relations' and the rule chains', the two kinds interleaved in a seeded order, so nothing but
+/// their facts tells them apart; each shows the same number of heads in training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeductionConfig {
+    /// Deducible derived relations, each an alias of one base relation drawn from the seed:
+    /// (h, d, t) holds iff (h, b, t) does, for its base relation b.
+    pub aliases: usize,
+    /// Non-deducible derived relations: each head's tail drawn uniformly at random.
+    pub random_derived: usize,
+    /// Fraction of each of these relations' heads (round(shown_fraction * entities)) whose fact
+    /// is trained on; the other heads' facts are held out.
+    pub shown_fraction: f64,
+}
+
+impl Default for DeductionConfig {
+    fn default() -> Self {
+        Self {
+            aliases: 8,
+            random_derived: 8,
+            shown_fraction: 0.6,
+        }
+    }
+}
+
+impl DeductionConfig {
+    /// Heads of each deduction relation shown in training, of `entities`.
+    pub fn shown_heads(&self, entities: usize) -> usize {
+        (self.shown_fraction * entities as f64).round() as usize
+    }
 }
 
 impl Default for RuleGraphConfig {
@@ -225,6 +265,7 @@ impl Default for RuleGraphConfig {
             min_hops: 2,
             max_hops: 5,
             derived_train_fraction: 0.5,
+            deduction: None,
         }
     }
 }

@@ -234,6 +234,22 @@ impl Config {
                 &format!("{path}.family"),
                 format!("family {name} does not apply to data.source kind {source}"),
             );
+            if let (Some(rg), ShiftFamily::Deducible | ShiftFamily::NonDeducible) = (rg, family) {
+                let (count, field) = match (&rg.deduction, family) {
+                    (Some(d), ShiftFamily::Deducible) => (d.aliases, "deduction.aliases"),
+                    (Some(d), _) => (d.random_derived, "deduction.random_derived"),
+                    (None, _) => (0, "deduction"),
+                };
+                check(
+                    count >= 1,
+                    &format!("{path}.family"),
+                    format!(
+                        "family {name} draws held-out facts of data.source.{field}, and the \
+                         config has none: set it (e.g. deduction: {{aliases: 8, \
+                         random_derived: 8, shown_fraction: 0.6}})"
+                    ),
+                );
+            }
             if family.takes_source() {
                 match &set.source {
                     None => check(
@@ -332,6 +348,11 @@ impl Config {
                     None => set.samples.unwrap_or(self.probes.samples),
                 },
                 question: if text_like { context } else { 3 },
+                replaceable: if text_like {
+                    context
+                } else {
+                    RuleGraphConfig::PROMPT_LEN - 1
+                },
             };
             for (j, &l) in levels.iter().enumerate() {
                 if let Err(message) = family.check_level(l, &ctx) {
@@ -401,6 +422,26 @@ fn validate_source(source: &SourceConfig, p: &str, check: &mut dyn FnMut(bool, &
                 &format!("{p}.derived_train_fraction"),
                 "must be within [0, 1]".into(),
             );
+            if let Some(d) = &rg.deduction {
+                let dp = format!("{p}.deduction");
+                check(
+                    d.aliases + d.random_derived >= 1,
+                    &format!("{dp}.aliases"),
+                    "aliases and random_derived are both 0: give at least one derived relation, \
+                     or remove the deduction block"
+                        .into(),
+                );
+                let shown = d.shown_heads(rg.entities);
+                check(
+                    d.shown_fraction.is_finite() && shown >= 1 && shown < rg.entities,
+                    &format!("{dp}.shown_fraction"),
+                    format!(
+                        "{} shows {shown} of the {} heads of each derived relation in training; \
+                         at least one must be shown and at least one held out",
+                        d.shown_fraction, rg.entities
+                    ),
+                );
+            }
         }
         SourceConfig::Grammar(g) => {
             check(

@@ -153,6 +153,15 @@ impl Dataset {
         crate::seed::fingerprint(&bytes)
     }
 
+    /// The rule graph's frequency prior over its training facts (`prior_acc`); `None` for
+    /// documents.
+    pub fn prior(&self) -> Option<rulegraph::Prior> {
+        match &self.kind {
+            Kind::Facts(kb) => Some(rulegraph::Prior::new(kb)),
+            Kind::Documents(_) => None,
+        }
+    }
+
     /// A one-line description for the log.
     pub fn describe(&self) -> String {
         match &self.kind {

@@ -19,12 +19,18 @@
 //!   after BOS, then the question: `BOS o1..ok head relation tail`. Scored as multiple choice
 //!   (`choice_acc`); level 0 lists no options and is the `none` set.
 //! - `conflict` (k): a contradicting fact `head relation wrong` stated k times before the question.
+//! - `token_replace` (k): the `none` facts, exactly k distinct prompt tokens after BOS (k <= 2)
+//!   each replaced by a different token (never BOS); the answer stays.
+//! - `deducible` (1), `non_deducible` (1): held-out facts of `data.source.deduction`'s alias
+//!   relations and of its random derived relations.
 //! - `random` (1): every prompt token after BOS uniformly random.
 //!
 //! Documents (text, jsonl, parquet, grammar): windows cut from the held-out text at seeded
 //! starts (just after a whitespace), `data.context + 1` tokens each:
 //! - `none` (0): the windows.
 //! - `token_corruption` (p), `random` (1): as above, on every token of the window.
+//! - `token_replace` (k): exactly k distinct tokens of the window's `context` read tokens
+//!   replaced, as above; the scored continuation stays.
 //! - `char_noise` / `word_noise` (p): the window's text noised (see `noise`) before tokenizing.
 //! - `length` (x): windows of round(x * context) + 1 tokens from the same starts.
 //! - `grammar_shift` (q): the held-out documents regenerated from the grammar with a fraction q
@@ -50,7 +56,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ProbeSetConfig, ShiftFamily};
-use crate::data::rulegraph::{BOS, Fact, KnowledgeBase, PROMPT_LEN};
+use crate::data::rulegraph::{BOS, Fact, KnowledgeBase, PROMPT_LEN, RelationKind};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::{Dataset, Documents, Kind, noise, source};
 use crate::error::InputError;
@@ -265,7 +271,10 @@ fn facts_sets(
                     let pool: Vec<Fact> = kb
                         .held_out
                         .iter()
-                        .filter(|f| f.hops as f64 == level)
+                        .filter(|f| {
+                            kb.relation_kind(f.relation) == RelationKind::Chain
+                                && f.hops as f64 == level
+                        })
                         .copied()
                         .collect();
                     if pool.is_empty() {
@@ -273,6 +282,41 @@ fn facts_sets(
                             "probes.sets[{i}] ({}): no held-out {level}-hop facts exist \
                              (data.source.rules and derived_train_fraction leave none)",
                             set.name
+                        )));
+                    }
+                    let seqs = draw(&pool, samples, &mut rng)
+                        .iter()
+                        .map(|f| kb.sequence(f))
+                        .collect();
+                    ProbeSet::from_sequences(set, level, seqs, true)
+                }
+                ShiftFamily::TokenReplace => {
+                    let mut seqs = id.clone();
+                    for s in &mut seqs {
+                        let n = s.len() - 1;
+                        replace_exactly(&mut s[..n], level as usize, vocab, &mut rng).map_err(
+                            |e| InputError::Other(format!("probes.sets[{i}].levels: {e}")),
+                        )?;
+                    }
+                    ProbeSet::from_sequences(set, level, seqs, true)
+                }
+                ShiftFamily::Deducible | ShiftFamily::NonDeducible => {
+                    let kind = if set.family == ShiftFamily::Deducible {
+                        RelationKind::Deducible
+                    } else {
+                        RelationKind::NonDeducible
+                    };
+                    let pool: Vec<Fact> = kb
+                        .held_out
+                        .iter()
+                        .filter(|f| kb.relation_kind(f.relation) == kind)
+                        .copied()
+                        .collect();
+                    if pool.is_empty() {
+                        return Err(InputError::Other(format!(
+                            "probes.sets[{i}].family: {} has no held-out facts \
+                             (data.source.deduction leaves none)",
+                            set.family.name()
                         )));
                     }
                     let seqs = draw(&pool, samples, &mut rng)
@@ -456,7 +500,7 @@ fn matched_set(
 /// A rule-graph token as the tokenizer writes it (`<bos>`, `e12`, `r3`), for messages.
 fn token_word(kb: &KnowledgeBase, token: u32) -> String {
     let entities = kb.entities as u32;
-    let relations = (kb.base_relations + kb.rules.len()) as u32;
+    let relations = kb.relations() as u32;
     match token {
         BOS => "<bos>".into(),
         t if t <= entities => format!("entity e{}", t - 1),
@@ -597,6 +641,20 @@ fn document_sets(
                     }
                     seqs
                 }
+                ShiftFamily::TokenReplace => {
+                    let mut seqs = id.clone();
+                    for s in &mut seqs {
+                        // The window's read tokens; the scored continuation stays.
+                        replace_exactly(
+                            &mut s[..context],
+                            level as usize,
+                            data.vocab_size,
+                            &mut rng,
+                        )
+                        .map_err(|e| InputError::Other(format!("{name}.levels: {e}")))?;
+                    }
+                    seqs
+                }
                 // Level 0 keeps the window's bytes exactly (no lossy UTF-8 round trip).
                 ShiftFamily::CharNoise | ShiftFamily::WordNoise if level == 0.0 => id.clone(),
                 ShiftFamily::CharNoise => noised(&mut |t| noise::char_noise(t, level, &mut rng))?,
@@ -646,7 +704,10 @@ fn document_sets(
                     .map(|w| cut(&w.tokens, context))
                     .collect()
                 }
-                ShiftFamily::Hops | ShiftFamily::Conflict => unreachable!(
+                ShiftFamily::Hops
+                | ShiftFamily::Conflict
+                | ShiftFamily::Deducible
+                | ShiftFamily::NonDeducible => unreachable!(
                     "validated: {} does not apply to documents",
                     set.family.name()
                 ),
@@ -726,6 +787,34 @@ fn corrupt(tokens: &mut [u32], p: f64, vocab: usize, rng: &mut ChaCha8Rng) {
             *token = t;
         }
     }
+}
+
+/// Replaces exactly `k` distinct positions of `tokens` whose token is not BOS (BOS stays where
+/// it is), each by a different token drawn uniformly from the vocabulary minus BOS and itself.
+/// Fails (naming the counts) when fewer than `k` positions can be replaced.
+fn replace_exactly(
+    tokens: &mut [u32],
+    k: usize,
+    vocab: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<(), String> {
+    let mut positions: Vec<usize> = (0..tokens.len()).filter(|&i| tokens[i] != BOS).collect();
+    if positions.len() < k {
+        return Err(format!(
+            "token_replace level {k} is more than the {} replaceable tokens a sample reads",
+            positions.len()
+        ));
+    }
+    positions.shuffle(rng);
+    for &p in &positions[..k] {
+        let original = tokens[p];
+        let mut t = 1 + rng.random_range(0..vocab as u32 - 2);
+        if t >= original {
+            t += 1;
+        }
+        tokens[p] = t;
+    }
+    Ok(())
 }
 
 /// Sets each probe set's `distance` and `novelty` against the unshifted samples `id`.
@@ -1113,4 +1202,122 @@ mod matched {
 
     /// Computed by the code before `reference` and `matched_to` existed (commit 9175343).
     const QUICKSTART_PROBES_HASH: &str = "ec376ab398b461b8";
+}
+
+/// `token_replace` (exactly k tokens away in every sample) and the deduction sets.
+#[cfg(test)]
+mod replace_and_deduction {
+    use super::*;
+
+    fn config(source: &str, sets: &str) -> Config {
+        let yaml = format!(
+            "name: r\nseed: 4\ndata:\n  source: {source}\n\
+             probes:\n  every: 5\n  samples: 200\n  sets:\n{sets}"
+        );
+        Config::from_yaml(&yaml, "r.yaml", &[]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn built(config: &Config) -> (Dataset, Vec<ProbeSet>) {
+        let data = Dataset::prepare(config, None).unwrap();
+        let sets = build(config, &config.probes.sets, &data).unwrap();
+        (data, sets)
+    }
+
+    /// Every sample differs from its unshifted twin in exactly k read positions, never in BOS
+    /// or the scored last token, and no replaced token is BOS or the original.
+    fn assert_exactly_k_replaced(sets: &[ProbeSet], reads_bos: bool) {
+        let id = sets.iter().find(|s| s.family == ShiftFamily::None).unwrap();
+        let replaced: Vec<&ProbeSet> = sets
+            .iter()
+            .filter(|s| s.family == ShiftFamily::TokenReplace)
+            .collect();
+        assert!(!replaced.is_empty());
+        for set in replaced {
+            let k = set.level as usize;
+            assert_eq!(set.samples(), id.samples());
+            for j in 0..set.samples() {
+                let (a, b) = (id.sample(j), set.sample(j));
+                let changed: Vec<usize> = (0..a.len()).filter(|&p| a[p] != b[p]).collect();
+                assert_eq!(changed.len(), k, "level {k}, sample {j}: {a:?} -> {b:?}");
+                assert!(changed.iter().all(|&p| p < set.len), "the answer stays");
+                if reads_bos {
+                    assert_eq!(b[0], BOS);
+                    assert!(!changed.contains(&0));
+                }
+                assert!(changed.iter().all(|&p| b[p] != BOS));
+            }
+        }
+    }
+
+    #[test]
+    fn token_replace_changes_exactly_k_prompt_tokens_of_every_fact() {
+        let config = config(
+            "{kind: rulegraph}",
+            "    - {name: id, family: none}\n\
+             \x20   - {name: replace, family: token_replace, levels: [1, 2]}\n",
+        );
+        let (_, sets) = built(&config);
+        assert_exactly_k_replaced(&sets, true);
+        // Level 2 replaces the whole prompt after BOS: its bigram distance is 1.
+        assert_eq!(sets[2].distance, 1.0);
+        assert!(sets[1].distance > 0.4 && sets[1].distance < 1.0);
+    }
+
+    #[test]
+    fn token_replace_changes_exactly_k_tokens_of_every_window() {
+        let config = config(
+            "{kind: grammar, symbols: 64, documents: 60, length: 64}\n  context: 8",
+            "    - {name: id, family: none}\n\
+             \x20   - {name: replace, family: token_replace, levels: [1, 3, 8]}\n",
+        );
+        let (_, sets) = built(&config);
+        assert_exactly_k_replaced(&sets, false);
+        let distances: Vec<f64> = sets[1..].iter().map(|s| s.distance).collect();
+        assert!(
+            distances.windows(2).all(|w| w[0] < w[1]),
+            "farther with k: {distances:?}"
+        );
+    }
+
+    #[test]
+    fn deduction_sets_hold_held_out_facts_of_their_kind_and_can_be_matched() {
+        let config = config(
+            "{kind: rulegraph, rules: 0, deduction: {aliases: 3, random_derived: 3, \
+             shown_fraction: 0.6}}",
+            "    - {name: id, family: none}\n\
+             \x20   - {name: ded, family: deducible, reference: id_ded}\n\
+             \x20   - {name: id_ded, family: none, matched_to: ded}\n\
+             \x20   - {name: non, family: non_deducible}\n\
+             \x20   - {name: id_non, family: none, matched_to: non}\n",
+        );
+        let (data, sets) = built(&config);
+        let Kind::Facts(kb) = &data.kind else {
+            panic!("a rule graph")
+        };
+        let held: HashSet<Vec<u32>> = kb.held_out.iter().map(|f| kb.sequence(f)).collect();
+        let train: HashSet<Vec<u32>> = kb.train.iter().map(|f| kb.sequence(f)).collect();
+        let kind_of = |s: &[u32]| kb.relation_kind(s[2] - 1 - kb.entities as u32);
+        for (name, kind, pool) in [
+            ("ded", RelationKind::Deducible, &held),
+            ("non", RelationKind::NonDeducible, &held),
+            ("id_ded", RelationKind::Deducible, &train),
+            ("id_non", RelationKind::NonDeducible, &train),
+        ] {
+            let set = sets.iter().find(|s| s.name == name).unwrap();
+            assert_eq!(set.level, 1.0, "{name}");
+            assert!(set.has_answer);
+            // 3 relations x 80 held-out heads: all 200 samples drawn.
+            assert_eq!(set.samples(), 200, "{name}");
+            for j in 0..set.samples() {
+                let s = set.sample(j);
+                assert!(pool.contains(s), "{name}: sample {j}");
+                assert_eq!(kind_of(s), kind, "{name}: sample {j}");
+            }
+        }
+        let ded = sets.iter().find(|s| s.name == "ded").unwrap();
+        let id_ded = sets.iter().find(|s| s.name == "id_ded").unwrap();
+        for j in 0..ded.samples() {
+            assert_eq!(ded.sample(j)[2], id_ded.sample(j)[2], "same last token");
+        }
+    }
 }
