@@ -9,12 +9,15 @@ with pandas and pyarrow (`pip install pandas pyarrow`); it runs no model.
     python3 scripts/findings.py CLAIM REPORT_DIR [REPORT_DIR ...]
 
 CLAIM is one of: graded, emergence, id-curve, activation, activation-ratio, detector, size,
-sites, hops.
+sites, hops, and deduction (FINDINGS v2's H1-H3: it also reads the sweep's cells, the report
+folder's parent).
 REPORT_DIR is what `densitrace report` wrote (a sweep's `report/` folder). `size` takes the
 findings-rulegraph report and then the findings-size report; the others take one report.
 """
 
 import argparse
+import itertools
+import json
 import math
 import sys
 from pathlib import Path
@@ -247,6 +250,90 @@ def hops(report):
     table(["cell", "set", "answer accuracy", "seeds"], rows)
 
 
+def cell_density(report):
+    """Every cell's own density table with its seed (the report's parent folder is the sweep)."""
+    sweep = Path(report).resolve().parent
+    frames = []
+    for cell in sorted((sweep / "cells").iterdir()):
+        df = pd.concat([pd.read_parquet(f) for f in sorted(cell.glob("density/step-*/*.parquet"))])
+        df["seed"] = json.loads((cell / "manifest.json").read_text())["seed"]
+        frames.append(df)
+    return pd.concat(frames)
+
+
+def sign_flip_p(values):
+    """The exact two-sided sign-flip p-value of the mean of `values` (all 2^n flips), as the
+    report computes it."""
+    observed = abs(sum(values))
+    tolerance = 1e-9 * sum(abs(v) for v in values)
+    flips = list(itertools.product([1, -1], repeat=len(values)))
+    extreme = sum(abs(sum(s * v for s, v in zip(signs, values))) >= observed - tolerance
+                  for signs in flips)
+    return extreme / len(flips)
+
+
+def per_seed(values):
+    """`mean (min, max), sign-flip p` of per-seed values."""
+    values = list(values)
+    return (f"{sum(values) / len(values):+.4f} ({min(values):+.4f}, {max(values):+.4f}), "
+            f"p = {sign_flip_p(values):.4f}, {len(values)} seeds")
+
+
+def deduction(report):
+    """FINDINGS v2, H1-H3 on the deduction sweep: accuracy against the prior per seed, the
+    gaps to matched references, and their per-seed contrasts, as the plan fixed them."""
+    d = cell_density(report)
+    last = d.step.max()
+    logits = d[(d.site == "logits") & (d.step == last)]
+    rows = []
+    for probe in ["deducible", "non_deducible"]:
+        for metric in ["answer_acc", "prior_acc"]:
+            v = logits[(logits.probe == probe) & (logits.metric == metric)].sort_values("seed")
+            rows.append([probe, metric, f"{v.value.mean():.3f}", f"{v.value.min():.3f}",
+                         f"{v.value.max():.3f}", " ".join(f"{x:.3f}" for x in v.value)])
+    print(f"H1: accuracy at step {last}, per seed (seeds in order):\n")
+    table(["set", "metric", "mean", "min", "max", "per seed"], rows)
+    acc = logits[logits.metric.isin(["answer_acc", "prior_acc"])].pivot_table(
+        index=["probe", "seed"], columns="metric", values="value")
+    margin = (acc.loc["deducible"].answer_acc - acc.loc["deducible"].prior_acc).min()
+    off = (acc.loc["non_deducible"].answer_acc - acc.loc["non_deducible"].prior_acc).mean()
+    print(f"\ndeducible minus its prior, smallest over seeds: {margin:+.3f}; "
+          f"non_deducible minus its prior, mean: {off:+.3f}\n")
+
+    x = at(d)
+
+    def gaps(probe, reference, level, step=last):
+        """Per seed: `probe` at `level` minus `reference` (at the same level if it has it)."""
+        rows = x[x.step == step]
+        a = rows[(rows.probe == probe) & (rows.shift_level == level)].set_index("seed").value
+        r = rows[rows.probe == reference]
+        r = r[r.shift_level == level] if (r.shift_level == level).any() else r
+        return (a - r.set_index("seed").value).sort_index()
+
+    ded, non = gaps("deducible", "id_deducible", 1), gaps("non_deducible", "id_non_deducible", 1)
+    print(f"H2 at step {last}, {METRIC} at {SITE}, {POSITION} token, per seed:\n")
+    table(["quantity", "mean (min, max), sign-flip p"], [
+        ["deducible - id_deducible", per_seed(ded)],
+        ["non_deducible - id_non_deducible", per_seed(non)],
+        ["(non_deducible gap) - (deducible gap)", per_seed(non - ded)],
+    ])
+    # Within each seed: deducible accuracy against its gap over the evaluated steps.
+    acc_steps = d[(d.site == "logits") & (d.metric == "answer_acc") & (d.probe == "deducible")]
+    rhos = []
+    for seed, a in acc_steps.groupby("seed"):
+        g = pd.Series({step: gaps("deducible", "id_deducible", 1, step).get(seed, float("nan"))
+                       for step in sorted(a.step)})
+        rhos.append(a.set_index("step").value.sort_index().corr(g, method="spearman"))
+    print(f"\nWithin seeds, Spearman's rho of deducible accuracy and its gap over steps: "
+          f"{per_seed(rhos)}\n")
+
+    k1, k2 = gaps("replace", "id", 1), gaps("replace", "id", 2)
+    print(f"H3 at step {last}, token_replace against id, per seed:\n")
+    table(["quantity", "mean (min, max), sign-flip p"], [
+        ["k = 1", per_seed(k1)], ["k = 2", per_seed(k2)], ["k = 2 minus k = 1", per_seed(k2 - k1)],
+    ])
+
+
 CLAIMS = {
     "graded": graded,
     "emergence": emergence,
@@ -257,6 +344,7 @@ CLAIMS = {
     "size": size,
     "sites": sites,
     "hops": hops,
+    "deduction": deduction,
 }
 
 if __name__ == "__main__":
