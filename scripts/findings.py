@@ -9,8 +9,8 @@ with pandas and pyarrow (`pip install pandas pyarrow`); it runs no model.
     python3 scripts/findings.py CLAIM REPORT_DIR [REPORT_DIR ...]
 
 CLAIM is one of: graded, emergence, id-curve, activation, activation-ratio, detector, size,
-sites, hops, and deduction (FINDINGS v2's H1-H3: it also reads the sweep's cells, the report
-folder's parent).
+sites, hops, deduction (FINDINGS v2's H1-H3) and warmup (H4: the warm-up sweep's report, then
+the constant-rate one's); those two also read the sweep's cells, each report folder's parent.
 REPORT_DIR is what `densitrace report` wrote (a sweep's `report/` folder). `size` takes the
 findings-rulegraph report and then the findings-size report; the others take one report.
 """
@@ -334,6 +334,49 @@ def deduction(report):
     ])
 
 
+def id_peaks(report):
+    """Per run of the sweep behind `report`: (seed, warm-up steps, the step where the id set's
+    top-5% energy at final.norm peaks, its value there minus at the last step)."""
+    sweep = Path(report).resolve().parent
+    out = []
+    for cell in sorted((sweep / "cells").iterdir()):
+        df = pd.concat([pd.read_parquet(f) for f in sorted(cell.glob("density/step-*/*.parquet"))])
+        curve = at(df[df.probe == "id"]).set_index("step").value.sort_index()
+        config = (cell / "config.yaml").read_text()
+        warmup = int(next(line.split(":")[1] for line in config.splitlines()
+                          if line.strip().startswith("warmup_steps:")))
+        seed = json.loads((cell / "manifest.json").read_text())["seed"]
+        out.append((seed, warmup, int(curve.idxmax()), curve.max() - curve.iloc[-1],
+                    int(curve.index[-1])))
+    return out
+
+
+def warmup(warmup_report, constant_report):
+    """FINDINGS v2, H4: does the id curve's peak move with the end of the warm-up? The warm-up
+    sweep's peak steps, Spearman's rho between warm-up and peak step over its runs with a
+    permutation p (20,000 seeded shuffles of the warm-ups), and the constant-rate runs' peaks."""
+    runs = id_peaks(warmup_report)
+    rows = [[w, seed, step, f"{drop:+.4f}"] for seed, w, step, drop, _ in sorted(runs,
+                                                                              key=lambda r: (r[1], r[0]))]
+    print(f"H4: the step of the id curve's maximum ({METRIC}, {SITE}, {POSITION} token):\n")
+    table(["warm-up", "seed", "peak step", "peak minus last"], rows)
+    w = pd.Series([r[1] for r in runs], dtype=float)
+    peak = pd.Series([r[2] for r in runs], dtype=float)
+    rho = w.corr(peak, method="spearman")
+    rng = __import__("random").Random(20261201)
+    draws, extreme = 20_000, 0
+    shuffled = list(w)
+    for _ in range(draws):
+        rng.shuffle(shuffled)
+        extreme += abs(pd.Series(shuffled).corr(peak, method="spearman")) >= abs(rho) - 1e-9
+    print(f"\nSpearman's rho (warm-up, peak step) over {len(runs)} runs: {rho:+.3f}, "
+          f"permutation p = {(1 + extreme) / (1 + draws):.4f}\n")
+    rows = [[seed, step, last, f"{drop:+.4f}"] for seed, _, step, drop, last in
+            sorted(id_peaks(constant_report))]
+    print("Constant learning rate (no warm-up, no decay):\n")
+    table(["seed", "peak step", "last step", "peak minus last"], rows)
+
+
 CLAIMS = {
     "graded": graded,
     "emergence": emergence,
@@ -345,6 +388,7 @@ CLAIMS = {
     "sites": sites,
     "hops": hops,
     "deduction": deduction,
+    "warmup": warmup,
 }
 
 if __name__ == "__main__":
@@ -352,7 +396,7 @@ if __name__ == "__main__":
     parser.add_argument("claim", choices=sorted(CLAIMS))
     parser.add_argument("reports", nargs="+", help="report folders (size: two)")
     args = parser.parse_args()
-    want = 2 if args.claim == "size" else 1
+    want = 2 if args.claim in ("size", "warmup") else 1
     if len(args.reports) != want:
         parser.error(f"{args.claim} takes {want} report folder(s)")
     CLAIMS[args.claim](*args.reports)
