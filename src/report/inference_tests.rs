@@ -62,6 +62,22 @@ fn normal_and_t_distributions_match_scipy() {
     }
 }
 
+/// The interval `e` has the case's `lo` and `hi` to 1e-10 relative.
+fn assert_bounds(name: &str, e: Estimate, case: &serde_json::Value) {
+    assert_close(
+        &format!("{name} lo"),
+        e.lo,
+        case["lo"].as_f64().unwrap(),
+        1e-10,
+    );
+    assert_close(
+        &format!("{name} hi"),
+        e.hi,
+        case["hi"].as_f64().unwrap(),
+        1e-10,
+    );
+}
+
 #[test]
 fn t_intervals_and_tests_match_scipy() {
     let boot = Bootstrap {
@@ -71,19 +87,7 @@ fn t_intervals_and_tests_match_scipy() {
     for c in cases("t_interval") {
         let name = c["name"].as_str().unwrap();
         let x = floats(&c["x"]);
-        let e = mean_interval(&x, IntervalMethod::T, boot);
-        assert_close(
-            &format!("{name} lo"),
-            e.lo,
-            c["lo"].as_f64().unwrap(),
-            1e-10,
-        );
-        assert_close(
-            &format!("{name} hi"),
-            e.hi,
-            c["hi"].as_f64().unwrap(),
-            1e-10,
-        );
+        assert_bounds(name, mean_interval(&x, IntervalMethod::T, boot), &c);
     }
 }
 
@@ -93,18 +97,10 @@ fn bca_matches_scipy_from_the_same_replicates() {
         let name = c["name"].as_str().unwrap();
         let (x, reps) = (floats(&c["x"]), floats(&c["replicates"]));
         // scipy's own estimate (numpy's mean), ties taken bit for bit as scipy does.
-        let e = bca_from(&x, c["mean"].as_f64().unwrap(), &reps, 0.0);
-        assert_close(
-            &format!("{name} lo"),
-            e.lo,
-            c["lo"].as_f64().unwrap(),
-            1e-10,
-        );
-        assert_close(
-            &format!("{name} hi"),
-            e.hi,
-            c["hi"].as_f64().unwrap(),
-            1e-10,
+        assert_bounds(
+            name,
+            bca_from(&x, c["mean"].as_f64().unwrap(), &reps, 0.0),
+            &c,
         );
     }
 }
