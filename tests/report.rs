@@ -612,6 +612,13 @@ fn a_run_without_samples_reports_what_it_could_not_make() {
     assert!(report.join("gap.parquet").is_file() && report.join("density-base.png").is_file());
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();
     assert!(html.contains("Not made"));
+    // Without samples a single run's trend has no interval: its bounds stay missing, never
+    // stretched to [-1, 1].
+    let trend = rows(&report.join("trend.parquet"));
+    assert!(!trend.is_empty());
+    for r in trend.iter().filter(|r| r["interval"] == s("none")) {
+        assert!(r["lo"].f().is_nan() && r["hi"].f().is_nan(), "{r:?}");
+    }
 }
 
 #[test]

@@ -224,7 +224,10 @@ impl Pair<'_> {
             };
             // Gap.
             if refs_to.is_tested(&key.set) {
-                if let (Some(r_from), Some(r_to)) = (refs_from.of(&key.set), refs_to.of(&key.set)) {
+                // Only gaps taken against the same reference set are compared.
+                if let (Some(r_from), Some(r_to)) = (refs_from.of(&key.set), refs_to.of(&key.set))
+                    && r_from == r_to
+                {
                     let d: Vec<f64> = pairs()
                         .filter_map(|(a, b)| {
                             Some(
@@ -256,7 +259,10 @@ impl Pair<'_> {
                 .iter()
                 .filter_map(|&seed| {
                     let (b, r) = aurocs.get(&(self.to.name, seed, key))?;
-                    let (a, _) = aurocs.get(&(self.from.name, seed, key))?;
+                    let (a, r_from) = aurocs.get(&(self.from.name, seed, key))?;
+                    if r != r_from {
+                        return None;
+                    }
                     reference = *r;
                     Some(b - a)
                 })

@@ -5,7 +5,8 @@
 //! tests where the column has that value. The default, `cell,step`, makes every test of one cell
 //! at one step a family. `--family 'site=final.norm,position=last'` makes one family of every
 //! test at that site and position, over all cells and steps; `step,site=final.norm` one family
-//! per step. Tests outside the filters keep their p-value but get no adjusted one.
+//! per step; `all` one family of every test. Tests outside the filters keep their p-value but
+//! get no adjusted one.
 
 use super::load::Key;
 use crate::error::InputError;
@@ -61,6 +62,14 @@ impl FamilySpec {
     /// Parses `--family`; an unknown column, an empty term or a number column with a value that
     /// is not a number is bad input naming the flag.
     pub fn parse(text: &str) -> Result<FamilySpec, InputError> {
+        if text.trim() == "all" {
+            // One family of every test in the report.
+            return Ok(FamilySpec {
+                text: text.to_string(),
+                group_by: Vec::new(),
+                filters: Vec::new(),
+            });
+        }
         let bad = |why: String| InputError::Other(format!("--family {text:?}: {why}"));
         let known = || {
             COLUMNS
@@ -195,6 +204,8 @@ mod tests {
         );
         let spec = FamilySpec::parse("site=mlp.post").unwrap();
         assert_eq!(spec.label("gap", "base", &key()), None);
+        let spec = FamilySpec::parse("all").unwrap();
+        assert_eq!(spec.label("trend", "x", &key()).as_deref(), Some("all"));
         let spec = FamilySpec::parse("metric=hoyer").unwrap();
         assert_eq!(
             spec.label("ood", "x", &key()).as_deref(),

@@ -303,7 +303,7 @@ pub fn index_html(
         "<p>Made by:</p><pre>{}</pre>\n",
         escape(&request.command_line)
     );
-    if (2..5).contains(&seeds.len()) {
+    if (2..=5).contains(&seeds.len()) {
         let _ = write!(
             html,
             "<p><b>Few seeds.</b> With {} seeds no sign-flip test can reach p &lt; 0.05 and intervals are wide; add seeds for an answer.</p>\n",

@@ -85,7 +85,8 @@ pub fn sample_sd(values: &[f64]) -> f64 {
 ///
 /// At a few seeds many replicates equal the estimate (a resample that is the data reordered),
 /// and whether rounding puts them a bit below or above it moves z0, and the interval, a lot; so
-/// replicates within 1e-12 (relative to the data's spread) of the estimate count as ties.
+/// replicates within 1e-12 x (|estimate| + the data's standard deviation) of the estimate count
+/// as ties.
 pub fn bca_mean(data: &[f64], replicates: &[f64]) -> Estimate {
     let tolerance = 1e-12 * (mean(data).abs() + sample_sd(data));
     bca_from(data, mean(data), replicates, tolerance)
@@ -201,6 +202,8 @@ pub struct TrendTest {
     /// The combined two-sided p-value of the mean rho over seeds: its exact null is the
     /// convolution of the seeds' own nulls (each seed's levels permuted independently).
     pub combined_p: f64,
+    /// Whether the p-values were drawn (Monte Carlo) rather than enumerated.
+    pub drawn: bool,
 }
 
 /// Runs the trend test of `ys` (one vector of per-level values per seed) over levels `x`.
@@ -216,6 +219,7 @@ pub fn trend_test(x: &[f64], ys: &[Vec<f64>], mc: MonteCarlo) -> TrendTest {
             rhos,
             per_seed_p: Vec::new(),
             combined_p: f64::NAN,
+            drawn: false,
         };
     }
     if x.len() > EXACT_TREND_LEVELS {
@@ -256,6 +260,7 @@ pub fn trend_test(x: &[f64], ys: &[Vec<f64>], mc: MonteCarlo) -> TrendTest {
         rhos,
         per_seed_p,
         combined_p,
+        drawn: false,
     }
 }
 
@@ -319,6 +324,7 @@ fn trend_monte_carlo(x: &[f64], ys: &[&Vec<f64>], rhos: Vec<f64>, mc: MonteCarlo
         per_seed_p: per_seed_extreme.into_iter().map(p).collect(),
         combined_p: p(combined_extreme),
         rhos,
+        drawn: true,
     }
 }
 

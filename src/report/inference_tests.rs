@@ -231,6 +231,8 @@ fn holm_and_benjamini_hochberg_match_statsmodels() {
     for c in cases("multipletests") {
         let name = c["name"].as_str().unwrap();
         let p = floats(&c["p"]);
+        assert_eq!(p.len(), floats(&c["holm"]).len(), "{name}");
+        assert_eq!(p.len(), floats(&c["bh"]).len(), "{name}");
         for (ours, theirs) in holm(&p).iter().zip(floats(&c["holm"])) {
             assert_close(&format!("{name} holm"), *ours, theirs, 1e-12);
         }

@@ -590,6 +590,13 @@ fn ood(cell: &str, runs: &[&Unit], refs: &References, s: &Settings) -> Vec<OodRo
                 }
                 let values: Vec<f64> = per_seed.iter().map(|p| pick(&p.d)).collect();
                 let (estimate, interval) = over_seeds(&values, s);
+                // Every detection statistic lies in [0, 1]; a t interval need not (clamp keeps
+                // a missing bound missing).
+                let estimate = Estimate {
+                    lo: estimate.lo.clamp(0.0, 1.0),
+                    hi: estimate.hi.clamp(0.0, 1.0),
+                    ..estimate
+                };
                 let test = match (statistic, per_seed.as_slice()) {
                     ("auroc", [one]) => Test::new("mann_whitney_samples", one.mann_whitney),
                     ("auroc", _) => {

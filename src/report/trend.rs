@@ -52,8 +52,9 @@ fn graded_sets(runs: &[&Unit]) -> BTreeMap<(Where, i64, String, String), Vec<Key
 fn clamp_rho(e: Estimate) -> Estimate {
     Estimate {
         value: e.value,
-        lo: e.lo.max(-1.0),
-        hi: e.hi.min(1.0),
+        // clamp keeps a missing (NaN) bound missing, where max and min would not.
+        lo: e.lo.clamp(-1.0, 1.0),
+        hi: e.hi.clamp(-1.0, 1.0),
     }
 }
 
@@ -99,10 +100,10 @@ pub fn trend(cell: &str, runs: &[&Unit], s: &Settings) -> Vec<TrendRow> {
                 .collect();
             let ys: Vec<Vec<f64>> = per_seed.iter().map(|p| p.1.clone()).collect();
             let tested = inference::trend_test(&x, &ys, s.mc);
-            let name = if x.len() <= inference::EXACT_TREND_LEVELS {
-                "permutation_levels"
-            } else {
+            let name = if tested.drawn {
                 "permutation_levels_mc"
+            } else {
+                "permutation_levels"
             };
             for ((seed, _), (rho, p)) in per_seed
                 .iter()
@@ -129,14 +130,17 @@ pub fn trend(cell: &str, runs: &[&Unit], s: &Settings) -> Vec<TrendRow> {
                     interval = Interval::Samples;
                 }
             }
-            rows.push(row(
-                None,
-                "level_means",
-                clamp_rho(estimate),
-                tested.rhos.len(),
-                interval,
-                Test::new(name, tested.combined_p),
-            ));
+            // A constant metric has no rho in any seed: no across-seed row either.
+            if !tested.rhos.is_empty() {
+                rows.push(row(
+                    None,
+                    "level_means",
+                    clamp_rho(estimate),
+                    tested.rhos.len(),
+                    interval,
+                    Test::new(name, tested.combined_p),
+                ));
+            }
 
             // Over samples: every vector with its set's level.
             let per_seed: Vec<(f64, usize)> = runs
@@ -154,8 +158,9 @@ pub fn trend(cell: &str, runs: &[&Unit], s: &Settings) -> Vec<TrendRow> {
                 .collect();
             if !per_seed.is_empty() {
                 let rhos: Vec<f64> = per_seed.iter().map(|p| p.0).collect();
-                let (estimate, interval, test) = match per_seed.as_slice() {
-                    [(rho, n)] => (
+                let (estimate, interval, test) = match (per_seed.as_slice(), runs) {
+                    // Only a single run is tested over its own vectors.
+                    ([(rho, n)], [_]) => (
                         stats::spearman_fisher_interval(*rho, *n),
                         Interval::FisherZ,
                         Test::new("spearman_t_samples", inference::spearman_t_p(*rho, *n)),
