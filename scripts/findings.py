@@ -9,8 +9,9 @@ with pandas and pyarrow (`pip install pandas pyarrow`); it runs no model.
     python3 scripts/findings.py CLAIM REPORT_DIR [REPORT_DIR ...]
 
 CLAIM is one of: graded, emergence, id-curve, activation, activation-ratio, detector, size,
-sites, hops, deduction (FINDINGS v2's H1-H3) and warmup (H4: the warm-up sweep's report, then
-the constant-rate one's); those two also read the sweep's cells, each report folder's parent.
+sites, hops, deduction (FINDINGS v2's H1-H3), warmup (H4: the warm-up sweep's report, then
+the constant-rate one's; these two also read the sweep's cells, each report folder's parent)
+and width (H5).
 REPORT_DIR is what `densitrace report` wrote (a sweep's `report/` folder). `size` takes the
 findings-rulegraph report and then the findings-size report; the others take one report.
 """
@@ -377,6 +378,33 @@ def warmup(warmup_report, constant_report):
     table(["seed", "peak step", "last step", "peak minus last"], rows)
 
 
+def width(report):
+    """FINDINGS v2, H5: the width ladder. Per width, the random prompts' gap to id and the id
+    set's excess over the iid reference at the last step, and each width's paired contrast of
+    that gap against the first width (the report's `contrast.parquet`, `--contrast
+    model.d_model`)."""
+    gap, summary, contrast = read(report, "gap"), read(report, "summary"), read(report, "contrast")
+    last = gap.step.max()
+    g = at(gap)
+    g = g[(g.step == last) & (g.probe == "random")]
+    e = at(summary)
+    e = e[(e.step == last) & (e.probe == "id")]
+    rows = []
+    for cell in sorted(g.cell, key=lambda c: float(c.split("=")[1])):
+        r, x = g[g.cell == cell].iloc[0], e[e.cell == cell].iloc[0]
+        rows.append([cell, interval(r.gap, r.lo, r.hi), f"{r.p:.4f}", f"{x.excess:+.4f}",
+                     int(r.seeds)])
+    print(f"H5 at step {last}, {METRIC} at {SITE}, {POSITION} token:\n")
+    table(["cell", "random - id [95%]", "p", "id excess over iid", "seeds"], rows)
+    c = at(contrast)
+    c = c[(c.step == last) & (c.probe == "random") & (c.quantity == "gap")]
+    rows = [[f"{r.to_value} - {r.from_value}", interval(r.difference, r.lo, r.hi), f"{r.p:.4f}",
+             f"{r.p_holm:.4f}", int(r.seeds)]
+            for _, r in c.sort_values("to_value", key=lambda v: v.astype(float)).iterrows()]
+    print("\nPaired contrasts of the random - id gap against the first width:\n")
+    table(["d_model", "difference [95%]", "p", "p_holm", "seeds"], rows)
+
+
 CLAIMS = {
     "graded": graded,
     "emergence": emergence,
@@ -389,6 +417,7 @@ CLAIMS = {
     "hops": hops,
     "deduction": deduction,
     "warmup": warmup,
+    "width": width,
 }
 
 if __name__ == "__main__":
