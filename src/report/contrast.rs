@@ -48,6 +48,7 @@ struct Cell<'a> {
     name: &'a str,
     runs: Vec<&'a Unit>,
     overrides: BTreeMap<&'a str, &'a str>,
+    refs: &'a References,
 }
 
 impl Cell<'_> {
@@ -62,6 +63,7 @@ impl Cell<'_> {
 pub fn contrasts(
     units: &[Unit],
     tables: &Tables,
+    refs: &BTreeMap<String, References>,
     iid: &IidTable,
     s: &Settings,
 ) -> Result<Vec<ContrastRow>> {
@@ -88,8 +90,9 @@ pub fn contrasts(
     }
     let cells: Vec<Cell> = tables::cells(units)
         .into_iter()
-        .map(|(_, runs)| Cell {
+        .map(|(cell, runs)| Cell {
             name: runs[0].cell.as_str(),
+            refs: &refs[&cell],
             overrides: runs[0]
                 .overrides
                 .iter()
@@ -152,7 +155,7 @@ pub fn contrasts(
                 baseline: values[0],
                 value,
             };
-            rows.extend(pair.rows(iid, &aurocs, s)?);
+            rows.extend(pair.rows(iid, &aurocs, s));
         }
         if s.contrast.is_some() && !paired {
             return Err(bad(format!(
@@ -204,11 +207,8 @@ impl Pair<'_> {
         iid: &IidTable,
         aurocs: &HashMap<(&str, u64, &Key), (f64, &str)>,
         s: &Settings,
-    ) -> Result<Vec<ContrastRow>> {
-        let (refs_from, refs_to) = (
-            References::new(self.from.name, &self.from.runs)?,
-            References::new(self.to.name, &self.to.runs)?,
-        );
+    ) -> Vec<ContrastRow> {
+        let (refs_from, refs_to) = (self.from.refs, self.to.refs);
         let keys: BTreeSet<&Key> = self
             .to
             .runs
@@ -271,6 +271,6 @@ impl Pair<'_> {
                 rows.push(self.row("auroc", key, reference, &d, s));
             }
         }
-        Ok(rows)
+        rows
     }
 }

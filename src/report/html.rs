@@ -56,15 +56,18 @@ pub fn headline(tables: &Tables, selection: &Selection) -> Vec<HeadlineRow> {
     out
 }
 
+/// A value in 4 decimals, with its sign where `signed` (gaps) and without (levels, AUROCs).
+fn value_text(v: f64, signed: bool) -> String {
+    if signed {
+        format!("{v:+.4}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
 /// `+0.0012 [+0.0003, +0.0021]` (`signed`), or without signs.
 pub fn interval_text(e: &Estimate, signed: bool) -> String {
-    let f = |v: f64| {
-        if signed {
-            format!("{v:+.4}")
-        } else {
-            format!("{v:.4}")
-        }
-    };
+    let f = |v: f64| value_text(v, signed);
     if e.lo.is_finite() && e.hi.is_finite() {
         format!("{} [{}, {}]", f(e.value), f(e.lo), f(e.hi))
     } else {
@@ -170,12 +173,7 @@ fn html_table(rows: &[HeadlineRow]) -> String {
         if !v.is_finite() {
             return "<td data-v=\"\">-</td>".into();
         }
-        let text = if signed {
-            format!("{v:+.4}")
-        } else {
-            format!("{v:.4}")
-        };
-        format!("<td data-v=\"{v:e}\">{text}</td>")
+        format!("<td data-v=\"{v:e}\">{}</td>", value_text(v, signed))
     };
     let pval = |p: Option<f64>| -> String {
         match p {
@@ -185,14 +183,12 @@ fn html_table(rows: &[HeadlineRow]) -> String {
     };
     let bounds = |e: &Estimate, signed: bool| -> String {
         if e.lo.is_finite() && e.hi.is_finite() {
-            let f = |v: f64| {
-                if signed {
-                    format!("{v:+.4}")
-                } else {
-                    format!("{v:.4}")
-                }
-            };
-            format!("<td data-v=\"{:e}\">[{}, {}]</td>", e.lo, f(e.lo), f(e.hi))
+            format!(
+                "<td data-v=\"{:e}\">[{}, {}]</td>",
+                e.lo,
+                value_text(e.lo, signed),
+                value_text(e.hi, signed)
+            )
         } else {
             "<td data-v=\"\">none</td>".into()
         }

@@ -318,15 +318,18 @@ pub fn compute(units: &[Unit], s: &Settings) -> Result<Tables> {
         trend: Vec::new(),
         contrast: Vec::new(),
     };
+    // Each cell's references, made once: the contrasts compare cells through them too.
+    let mut refs_by_cell = BTreeMap::new();
     for (cell, runs) in cells(units) {
         let refs = References::new(&cell, &runs)?;
         tables.summary.extend(summary(&cell, &runs, s));
         tables.gap.extend(gap(&cell, &runs, &refs, s));
         tables.ood.extend(ood(&cell, &runs, &refs, s));
         tables.trend.extend(super::trend::trend(&cell, &runs, s));
+        refs_by_cell.insert(cell, refs);
     }
     let iid = iid_references(units, &mut tables.summary);
-    tables.contrast = super::contrast::contrasts(units, &tables, &iid, s)?;
+    tables.contrast = super::contrast::contrasts(units, &tables, &refs_by_cell, &iid, s)?;
     adjust(&mut tables, &s.family);
     Ok(tables)
 }
