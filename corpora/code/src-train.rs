@@ -1,0 +1,512 @@
+//! The training loop, in the style of Burn's custom-training-loop example: AdamW (biases and
+//! norms exempt from decay), global-norm gradient clipping, linear warm-up then cosine decay, a fixed step budget, seeded data order. It knows nothing about sinks: it
+//! hands evaluations and checkpoints to `TrainHooks`, and it can start from a checkpoint.
+//!
+//! Reproducibility: Burn's RNG is reseeded from (seed, step) before every step and the data order
+//! is a function of the seed, so a run resumed from a checkpoint at step C computes the same
+//! steps after C as a run that never stopped (bit-identical on the CPU backend; see README).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+
+use crate::config::{Config, DecayParams, TrainConfig};
+use crate::data::{Batches, Dataset};
+use crate::model::Gpt;
+use crate::progress::Progress;
+use crate::seed::derive_seed;
+use crate::sink::TrainRow;
+
+/// Why a checkpoint is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointReason {
+    Scheduled,
+    /// A stop was requested (SIGINT or SIGTERM).
+    Interrupted,
+    /// The loss went non-finite at the given step.
+    Diverged(usize),
+}
+
+/// What the loop hands its caller. Each call gets the train rows logged since the previous call
+/// to either hook, so no row is lost or written twice.
+pub trait TrainHooks {
+    /// At every evaluation step, step 0 included, with the model without autodiff.
+    fn evaluate(&mut self, step: usize, model: &Gpt, train_rows: &[TrainRow]) -> Result<()>;
+    /// At every checkpoint step, on a stop request and on divergence.
+    fn checkpoint(
+        &mut self,
+        step: usize,
+        model: &Gpt,
+        optimizer: &ModuleOptimizer,
+        train_rows: &[TrainRow],
+        reason: CheckpointReason,
+    ) -> Result<()>;
+}
+
+/// How the loop ended.
+pub enum Outcome {
+    Completed(Gpt),
+    /// Stopped by request after this step, with a checkpoint there.
+    Interrupted(usize),
+    /// The loss was non-finite at this step; the model before it was evaluated and checkpointed.
+    Diverged(usize),
+}
+
+/// Where training starts: a fresh model at step 0, or a checkpoint.
+pub struct Start {
+    pub step: usize,
+    pub model: Gpt,
+    pub optimizer: ModuleOptimizer,
+    /// Seconds of wall time already spent (continued in the train table).
+    pub wall_time: f64,
+}
+
+/// Linear warm-up to `lr` over `warmup_steps`, then cosine decay to `min_lr` at the last step.
+pub fn learning_rate(t: &TrainConfig, step: usize) -> f64 {
+    if step <= t.warmup_steps {
+        return t.lr * step as f64 / t.warmup_steps.max(1) as f64;
+    }
+    let decay_steps = (t.steps - t.warmup_steps).max(1) as f64;
+    let progress = ((step - t.warmup_steps) as f64 / decay_steps).min(1.0);
+    t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// Steps at which the probes run: 0, the configured schedule, and the last step.
+pub fn is_eval_step(config: &Config, step: usize) -> bool {
+    step == 0
+        || step == config.train.steps
+        || scheduled(step, config.probes.every, config.probes.log_spaced)
+}
+
+/// Tokens the model has been trained on after `step` steps.
+pub fn tokens_seen(config: &Config, step: usize) -> i64 {
+    (step * config.train.batch_size * config.context()) as i64
+}
+
+/// A fresh model and optimizer on the autodiff version of `device`, initialised from the seed.
+pub fn fresh_start(config: &Config, vocab_size: usize, device: &Device) -> Start {
+    let device = device.clone().autodiff();
+    device.seed(config.seed);
+    Start {
+        step: 0,
+        model: config.model.init(vocab_size, &device),
+        optimizer: optimizer(&config.train),
+        wall_time: 0.0,
+    }
+}
+
+/// AdamW as the config describes it, with no state yet. Clipping is not Burn's (which clips each
+/// tensor by its own norm) but `clip_global_norm`, before the step.
+pub fn optimizer(t: &TrainConfig) -> ModuleOptimizer {
+    let adamw = |decay: f64| {
+        AdamWConfig::new()
+            .with_beta_1(t.beta1 as f32)
+            .with_beta_2(t.beta2 as f32)
+            .with_weight_decay(decay as f32)
+    };
+    let optimizer = adamw(t.weight_decay).init();
+    match t.decay {
+        DecayParams::All => optimizer,
+        // The model's rank-1 parameters are exactly the Linear biases and the LayerNorm gammas
+        // and betas (model.rs: every norm's field name ends in `norm`).
+        DecayParams::Matrices => optimizer.with_group(
+            ParamGroup::from_any_predicates(vec!["bias", "norm"]),
+            adamw(0.0).build(),
+            None,
+        ),
+    }
+}
+
+/// Sums the squares of every gradient of a module's float parameters.
+struct SquaredNorm<'a> {
+    grads: &'a GradientsParams,
+    sum: Option<Tensor<1>>,
+}
+
+impl ModuleVisitor for SquaredNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.grads.get::<D>(param.id) {
+            let squares = grad.powi_scalar(2).sum();
+            self.sum = Some(match self.sum.take() {
+                Some(sum) => sum + squares,
+                None => squares,
+            });
+        }
+    }
+}
+
+/// Multiplies every gradient of a module's float parameters by `factor` (`[1]`, on the device).
+struct ScaleGrads<'a> {
+    grads: &'a mut GradientsParams,
+    factor: Tensor<1>,
+}
+
+impl ModuleVisitor for ScaleGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.grads.remove::<D>(param.id) {
+            let factor = self.factor.clone().unsqueeze::<D>();
+            self.grads.register(param.id, grad * factor);
+        }
+    }
+}
+
+/// PyTorch's `torch.nn.utils.clip_grad_norm_` (nanoGPT's clipping): the L2 norm of all of
+/// `model`'s gradients together; when `max_norm` > 0, every gradient is scaled by
+/// min(1, max_norm / (norm + 1e-6)). As in PyTorch, the factor stays on the device, so clipping
+/// never waits for it; returns the norm before clipping (`[1]`, on the device; `None` without
+/// gradients), for the caller to read when it logs.
+pub fn clip_global_norm(
+    model: &impl Module,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> Option<Tensor<1>> {
+    let mut squared = SquaredNorm { grads, sum: None };
+    model.visit(&mut squared);
+    let norm = squared.sum?.sqrt();
+    if max_norm > 0.0 {
+        let factor = (norm.clone().add_scalar(1e-6).recip() * max_norm).clamp_max(1.0);
+        model.visit(&mut ScaleGrads { grads, factor });
+    }
+    Some(norm)
+}
+
+/// Trains from `start` to `train.steps`, or until `stop` is set or the loss diverges.
+pub fn train(
+    config: &Config,
+    data: &Dataset,
+    device: &Device,
+    start: Start,
+    progress: &Progress,
+    stop: &AtomicBool,
+    hooks: &mut impl TrainHooks,
+) -> Result<Outcome> {
+    let t = &config.train;
+    let device = device.clone().autodiff();
+    let Start {
+        step: first,
+        mut model,
+        mut optimizer,
+        wall_time,
+    } = start;
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut batches = Batches::new(data, config, first);
+    let started = Instant::now() - std::time::Duration::from_secs_f64(wall_time);
+    let mut rows = Vec::new();
+    if first == 0 {
+        hooks.evaluate(0, &model.valid(), &rows)?;
+    }
+    progress.set_step(first);
+
+    let mut window = (Instant::now(), first);
+    for step in first + 1..=t.steps {
+        device.seed(derive_seed(config.seed, &format!("step/{step}")));
+        let (inputs, targets) = batch(&mut batches, step, &device);
+        let logits = model.forward(inputs);
+        let [b, len, vocab] = logits.dims();
+        let loss = loss_fn.forward(logits.reshape([b * len, vocab]), targets.reshape([b * len]));
+        // Reading the loss every step waits for the device; it is what lets a NaN name its step.
+        let loss_value = loss.clone().into_scalar::<f32>() as f64;
+        if !loss_value.is_finite() {
+            let before = step - 1;
+            tracing::error!("the loss is {loss_value} at step {step}: stopping as diverged");
+            hooks.evaluate(before, &model.valid(), &rows)?;
+            rows.clear();
+            hooks.checkpoint(
+                before,
+                &model,
+                &optimizer,
+                &rows,
+                CheckpointReason::Diverged(step),
+            )?;
+            return Ok(Outcome::Diverged(step));
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let grad_norm = clip_global_norm(&model, &mut grads, t.grad_clip);
+        let lr = learning_rate(t, step);
+        let logged = step % t.log_every == 0 || step == t.steps;
+        // Read only when the row is logged: a read-back waits for the device.
+        let grad_norm = match grad_norm.filter(|_| logged) {
+            Some(norm) => norm.into_scalar::<f32>() as f64,
+            None => f64::NAN,
+        };
+        model = optimizer.step(lr, model, grads);
+
+        if logged {
+            let tokens = (tokens_seen(config, step) - tokens_seen(config, window.1)) as f64;
+            let tokens_per_s = tokens / window.0.elapsed().as_secs_f64();
+            window = (Instant::now(), step);
+            progress.train_step(step, loss_value, tokens_per_s);
+            rows.push(TrainRow {
+                step: step as i64,
+                tokens_seen: tokens_seen(config, step),
+                loss: loss_value,
+                grad_norm,
+                lr,
+                tokens_per_s,
+                wall_time: started.elapsed().as_secs_f64(),
+            });
+        } else {
+            progress.set_step(step);
+        }
+        if is_eval_step(config, step) {
+            hooks.evaluate(step, &model.valid(), &rows)?;
+            rows.clear();
+            window.0 = Instant::now();
+        }
+        let stopping = stop.load(Ordering::SeqCst) && step < t.steps;
+        if scheduled(step, config.checkpoint.every, config.checkpoint.log_spaced) || stopping {
+            let reason = if stopping {
+                CheckpointReason::Interrupted
+            } else {
+                CheckpointReason::Scheduled
+            };
+            hooks.checkpoint(step, &model, &optimizer, &rows, reason)?;
+            rows.clear();
+            window.0 = Instant::now();
+        }
+        if stopping {
+            return Ok(Outcome::Interrupted(step));
+        }
+    }
+    Ok(Outcome::Completed(model.valid()))
+}
+
+/// The inputs and next-token targets of `step`, each `[batch, tokens]`.
+fn batch(batches: &mut Batches, step: usize, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+    let (inputs, targets, tokens) = batches.next(step);
+    let shape = [inputs.len() / tokens, tokens];
+    (
+        Tensor::from_data(TensorData::new(inputs, shape), device),
+        Tensor::from_data(TensorData::new(targets, shape), device),
+    )
+}
+
+/// Steps of a schedule: every `every` steps, plus 1, 2, 4, ... below `every` when `log_spaced`.
+pub fn scheduled(step: usize, every: usize, log_spaced: bool) -> bool {
+    every > 0
+        && step > 0
+        && (step % every == 0 || (log_spaced && step < every && step.is_power_of_two()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+    use burn::module::ParamId;
+
+    fn tiny_model(device: &Device) -> Gpt {
+        ModelConfig {
+            layers: 1,
+            d_model: 8,
+            heads: 2,
+            d_ff: 16,
+            seq_len: 4,
+            ..ModelConfig::default()
+        }
+        .init(7, device)
+    }
+
+    /// Registers, for the k-th float parameter, a gradient of its shape filled with 0.1 (k + 1);
+    /// keeps each fill and the sum of squares they make.
+    struct FillGrads<'a> {
+        grads: &'a mut GradientsParams,
+        device: Device,
+        fills: Vec<(ParamId, f64)>,
+        squares: f64,
+    }
+
+    impl ModuleVisitor for FillGrads<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let value = 0.1 * (self.fills.len() + 1) as f64;
+            let shape = param.val().shape();
+            self.squares += shape.num_elements() as f64 * value * value;
+            self.grads
+                .register(param.id, Tensor::<D>::full(shape, value, &self.device));
+            self.fills.push((param.id, value));
+        }
+    }
+
+    /// Every gradient's values, by parameter.
+    struct ReadGrads<'a> {
+        grads: &'a GradientsParams,
+        values: Vec<(ParamId, Vec<f32>)>,
+    }
+
+    impl ModuleVisitor for ReadGrads<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let grad = self.grads.get::<D>(param.id).unwrap();
+            self.values
+                .push((param.id, grad.into_data().try_to_vec::<f32>().unwrap()));
+        }
+    }
+
+    fn filled(model: &Gpt) -> (GradientsParams, Vec<(ParamId, f64)>, f64) {
+        let mut grads = GradientsParams::new();
+        let mut fill = FillGrads {
+            grads: &mut grads,
+            device: Device::flex(),
+            fills: Vec::new(),
+            squares: 0.0,
+        };
+        model.visit(&mut fill);
+        let (fills, squares) = (fill.fills, fill.squares);
+        (grads, fills, squares)
+    }
+
+    /// Against the norm computed by hand from the fills: sqrt(sum over parameters of
+    /// elements x fill^2), and every gradient scaled by max_norm / (norm + 1e-6) (PyTorch's
+    /// clip_grad_norm_), only when the norm is above max_norm.
+    #[test]
+    fn clipping_uses_the_global_norm_of_all_gradients() {
+        let model = tiny_model(&Device::flex().autodiff());
+        for max_norm in [1.0, 1e6, 0.0] {
+            let (mut grads, fills, squares) = filled(&model);
+            assert!(fills.len() > 10, "every parameter has a gradient");
+            let norm = clip_global_norm(&model, &mut grads, max_norm)
+                .unwrap()
+                .into_scalar::<f32>() as f64;
+            let want = squares.sqrt();
+            assert!((norm - want).abs() <= 1e-5 * want, "{norm} vs {want}");
+            let factor = if max_norm > 0.0 && max_norm < want {
+                max_norm / (want + 1e-6)
+            } else {
+                1.0
+            };
+            let mut read = ReadGrads {
+                grads: &grads,
+                values: Vec::new(),
+            };
+            model.visit(&mut read);
+            for ((id, values), (fill_id, fill)) in read.values.iter().zip(&fills) {
+                assert_eq!(id, fill_id);
+                for &v in values {
+                    assert!(
+                        (v as f64 - fill * factor).abs() <= 1e-6 * fill,
+                        "{v} vs {}",
+                        fill * factor
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every float parameter's values, by path (the module names entered down to it).
+    #[derive(Default)]
+    struct Values {
+        path: Vec<String>,
+        values: Vec<(String, Vec<f32>)>,
+    }
+
+    impl ModuleVisitor for Values {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let data = param.val().into_data().convert::<f32>();
+            self.values
+                .push((self.path.join("."), data.try_to_vec::<f32>().unwrap()));
+        }
+    }
+
+    fn values(model: &Gpt) -> Vec<(String, Vec<f32>)> {
+        let mut v = Values::default();
+        model.visit(&mut v);
+        v.values
+    }
+
+    /// With zero gradients AdamW's step is its decoupled decay alone: a decayed parameter is
+    /// multiplied by 1 - lr x weight_decay, an exempt one stays. `matrices` exempts exactly the
+    /// rank-1 parameters (biases and LayerNorm gammas and betas); `all` exempts none.
+    #[test]
+    fn weight_decay_skips_biases_and_norms_by_default() {
+        let device = Device::flex().autodiff();
+        for decay in [DecayParams::Matrices, DecayParams::All] {
+            let model = tiny_model(&device);
+            let before = values(&model);
+            let inputs =
+                Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 3], [1, 3]), &device);
+            let loss = model.forward(inputs).sum().mul_scalar(0.0);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let t = TrainConfig {
+                weight_decay: 0.5,
+                decay,
+                ..TrainConfig::default()
+            };
+            let after = values(&optimizer(&t).step(0.1, model, grads));
+            let (mut decayed, mut kept) = (0, 0);
+            for ((path, b), (same, a)) in before.iter().zip(&after) {
+                assert_eq!(path, same);
+                let rank1 =
+                    path.ends_with("bias") || path.ends_with("gamma") || path.ends_with("beta");
+                let factor = if decay == DecayParams::Matrices && rank1 {
+                    kept += 1;
+                    1.0
+                } else {
+                    decayed += 1;
+                    0.95
+                };
+                for (x, y) in b.iter().zip(a) {
+                    assert!(
+                        (x * factor - y).abs() <= 1e-6 * x.abs().max(1e-3),
+                        "{path}: {x} -> {y}"
+                    );
+                }
+            }
+            assert!(decayed > 4, "{decay:?}");
+            if decay == DecayParams::Matrices {
+                assert!(kept > 4);
+            }
+        }
+    }
+
+    #[test]
+    fn learning_rate_warms_up_then_decays_to_the_floor() {
+        let t = TrainConfig {
+            steps: 100,
+            warmup_steps: 10,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            ..TrainConfig::default()
+        };
+        assert!((learning_rate(&t, 5) - 5e-4).abs() < 1e-12);
+        assert!((learning_rate(&t, 10) - 1e-3).abs() < 1e-12);
+        assert!((learning_rate(&t, 100) - 1e-4).abs() < 1e-12);
+        assert!(learning_rate(&t, 50) < 1e-3 && learning_rate(&t, 50) > 1e-4);
+    }
+
+    #[test]
+    fn evaluations_include_first_and_last_step_and_the_log_spaced_ones() {
+        let yaml = include_str!("../experiments/quickstart.yaml");
+        let mut config = Config::from_yaml(yaml, "q", &[]).unwrap();
+        config.train.steps = 25;
+        config.probes.every = 10;
+        let steps: Vec<usize> = (0..=25).filter(|&s| is_eval_step(&config, s)).collect();
+        assert_eq!(steps, vec![0, 10, 20, 25]);
+        config.probes.log_spaced = true;
+        let steps: Vec<usize> = (0..=25).filter(|&s| is_eval_step(&config, s)).collect();
+        assert_eq!(steps, vec![0, 1, 2, 4, 8, 10, 20, 25]);
+    }
+
+    #[test]
+    fn log_spaced_schedules_are_dense_early() {
+        let steps: Vec<usize> = (0..=2100).filter(|&s| scheduled(s, 1000, true)).collect();
+        assert_eq!(
+            steps,
+            vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000]
+        );
+        let plain: Vec<usize> = (0..=25).filter(|&s| scheduled(s, 10, false)).collect();
+        assert_eq!(plain, vec![10, 20]);
+        assert!(
+            !(0..100).any(|s| scheduled(s, 0, true)),
+            "every: 0 schedules nothing"
+        );
+    }
+}
