@@ -581,6 +581,24 @@ fn bad_deduction_and_token_replace_configs_exit_2_name_the_field_and_leave_nothi
             ),
             "levels[1]",
         ),
+        (
+            "unigram_replace longer than a window",
+            grammar.replace(
+                "    - {name: random, family: random}",
+                "    - {name: random, family: random}\n    \
+                 - {name: familiar, family: unigram_replace, levels: [1, 33]}",
+            ),
+            "levels[1]",
+        ),
+        (
+            "unigram_replace on the rule graph",
+            GOOD.replace(
+                "    - {name: random, family: random}",
+                "    - {name: random, family: random}\n    \
+                 - {name: familiar, family: unigram_replace, levels: [1]}",
+            ),
+            "probes.sets[4].family",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (what, yaml, needle) in &cases {

@@ -404,6 +404,7 @@ fn every_family_on_every_source_is_refused_or_builds() {
         ("hops", ""),
         ("token_corruption", ", levels: [0.1]"),
         ("token_replace", ", levels: [1]"),
+        ("unigram_replace", ", levels: [1]"),
         ("deducible", ""),
         ("non_deducible", ""),
         ("char_noise", ", levels: [0.1]"),
@@ -460,6 +461,7 @@ fn every_family_on_every_source_is_refused_or_builds() {
     }
     // none, token_corruption, token_replace, options and random everywhere; hops, conflict,
     // deducible and non_deducible on the rule graph (with a deduction block); char and word
-    // noise, length and domain on text and the grammar; grammar_shift on the grammar.
-    assert_eq!(built, 5 * 3 + 4 + 4 + 5);
+    // noise, unigram_replace, length and domain on text and the grammar; grammar_shift on the
+    // grammar.
+    assert_eq!(built, 5 * 3 + 4 + 5 + 6);
 }

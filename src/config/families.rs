@@ -33,6 +33,11 @@ pub enum ShiftFamily {
     /// graph: among the prompt's tokens after BOS (k in 1..=2), the answer kept; documents: among
     /// the window's read tokens (k in 1..=data.context).
     TokenReplace,
+    /// Text-like sources: as `token_replace`, but each replacement drawn from the training
+    /// tokens' own frequencies (never the original, never BOS), so every replaced token is a
+    /// familiar one and only the count k grades the shift. With the byte and char tokenizers a
+    /// token is a character: every window a fixed edit distance k from its original.
+    UnigramReplace,
     /// Rule graph with `data.source.deduction`: held-out facts of the alias relations, deducible
     /// from their base relation's training facts (level 1).
     Deducible,
@@ -100,6 +105,7 @@ impl ShiftFamily {
             ShiftFamily::Hops => "hops",
             ShiftFamily::TokenCorruption => "token_corruption",
             ShiftFamily::TokenReplace => "token_replace",
+            ShiftFamily::UnigramReplace => "unigram_replace",
             ShiftFamily::Deducible => "deducible",
             ShiftFamily::NonDeducible => "non_deducible",
             ShiftFamily::CharNoise => "char_noise",
@@ -121,6 +127,7 @@ impl ShiftFamily {
             | ShiftFamily::Hops
             | ShiftFamily::TokenCorruption
             | ShiftFamily::TokenReplace
+            | ShiftFamily::UnigramReplace
             | ShiftFamily::Deducible
             | ShiftFamily::NonDeducible
             | ShiftFamily::CharNoise
@@ -144,6 +151,7 @@ impl ShiftFamily {
             | ShiftFamily::NonDeducible => !text_like,
             ShiftFamily::CharNoise
             | ShiftFamily::WordNoise
+            | ShiftFamily::UnigramReplace
             | ShiftFamily::Length
             | ShiftFamily::Domain => text_like,
             ShiftFamily::GrammarShift => matches!(source, SourceConfig::Grammar(_)),
@@ -163,6 +171,7 @@ impl ShiftFamily {
             | ShiftFamily::Hops
             | ShiftFamily::TokenCorruption
             | ShiftFamily::TokenReplace
+            | ShiftFamily::UnigramReplace
             | ShiftFamily::Deducible
             | ShiftFamily::NonDeducible
             | ShiftFamily::CharNoise
@@ -183,7 +192,9 @@ impl ShiftFamily {
             | ShiftFamily::Domain
             | ShiftFamily::Deducible
             | ShiftFamily::NonDeducible => Levels::Fixed(1.0),
-            ShiftFamily::TokenReplace => Levels::Required { example: "[1, 2]" },
+            ShiftFamily::TokenReplace | ShiftFamily::UnigramReplace => {
+                Levels::Required { example: "[1, 2]" }
+            }
             ShiftFamily::Hops => Levels::HopCounts,
             ShiftFamily::Length => Levels::Required {
                 example: "[1.5, 2, 4]",
@@ -214,7 +225,7 @@ impl ShiftFamily {
             | ShiftFamily::Domain
             | ShiftFamily::Deducible
             | ShiftFamily::NonDeducible => return Ok(()),
-            ShiftFamily::TokenReplace => {
+            ShiftFamily::TokenReplace | ShiftFamily::UnigramReplace => {
                 let most = ctx.replaceable;
                 (
                     l.fract() == 0.0 && l >= 1.0 && l <= most as f64,

@@ -386,6 +386,7 @@ fn facts_sets(
                 }
                 ShiftFamily::CharNoise
                 | ShiftFamily::WordNoise
+                | ShiftFamily::UnigramReplace
                 | ShiftFamily::Length
                 | ShiftFamily::Domain
                 | ShiftFamily::GrammarShift => unreachable!(
@@ -607,6 +608,13 @@ fn document_sets(
     } else {
         Vec::new()
     };
+    // unigram_replace's substitutes: every training token but BOS, so that a uniform draw from
+    // them is a draw by training frequency.
+    let unigrams: Vec<u32> = if sets.iter().any(|s| s.family == ShiftFamily::UnigramReplace) {
+        docs.train_tokens.iter().copied().filter(|&t| t != BOS).collect()
+    } else {
+        Vec::new()
+    };
     let mut out = Vec::new();
     for (i, set) in sets.iter().enumerate() {
         if set.matched_to.is_some() {
@@ -652,6 +660,14 @@ fn document_sets(
                             &mut rng,
                         )
                         .map_err(|e| InputError::Other(format!("{name}.levels: {e}")))?;
+                    }
+                    seqs
+                }
+                ShiftFamily::UnigramReplace => {
+                    let mut seqs = id.clone();
+                    for s in &mut seqs {
+                        replace_from(&mut s[..context], level as usize, &unigrams, &mut rng)
+                            .map_err(|e| InputError::Other(format!("{name}.levels: {e}")))?;
                     }
                     seqs
                 }
@@ -813,6 +829,36 @@ fn replace_exactly(
             t += 1;
         }
         tokens[p] = t;
+    }
+    Ok(())
+}
+
+/// Replaces exactly `k` distinct non-BOS positions of `tokens`, each by a token drawn uniformly
+/// from `pool` (so by its frequency there) that differs from the one it replaces.
+fn replace_from(
+    tokens: &mut [u32],
+    k: usize,
+    pool: &[u32],
+    rng: &mut ChaCha8Rng,
+) -> Result<(), String> {
+    let mut positions: Vec<usize> = (0..tokens.len()).filter(|&i| tokens[i] != BOS).collect();
+    if positions.len() < k {
+        return Err(format!(
+            "unigram_replace level {k} is more than the {} replaceable tokens a sample reads",
+            positions.len()
+        ));
+    }
+    positions.shuffle(rng);
+    for &p in &positions[..k] {
+        let original = tokens[p];
+        // A pool of one distinct token could never differ; bound the redraws and say so.
+        let drawn = (0..10_000)
+            .map(|_| pool[rng.random_range(0..pool.len())])
+            .find(|&t| t != original)
+            .ok_or_else(|| {
+                "unigram_replace: the training tokens offer no substitute for a token".to_string()
+            })?;
+        tokens[p] = drawn;
     }
     Ok(())
 }
@@ -1225,12 +1271,9 @@ mod replace_and_deduction {
 
     /// Every sample differs from its unshifted twin in exactly k read positions, never in BOS
     /// or the scored last token, and no replaced token is BOS or the original.
-    fn assert_exactly_k_replaced(sets: &[ProbeSet], reads_bos: bool) {
+    fn assert_exactly_k_replaced(sets: &[ProbeSet], family: ShiftFamily, reads_bos: bool) {
         let id = sets.iter().find(|s| s.family == ShiftFamily::None).unwrap();
-        let replaced: Vec<&ProbeSet> = sets
-            .iter()
-            .filter(|s| s.family == ShiftFamily::TokenReplace)
-            .collect();
+        let replaced: Vec<&ProbeSet> = sets.iter().filter(|s| s.family == family).collect();
         assert!(!replaced.is_empty());
         for set in replaced {
             let k = set.level as usize;
@@ -1257,7 +1300,7 @@ mod replace_and_deduction {
              \x20   - {name: replace, family: token_replace, levels: [1, 2]}\n",
         );
         let (_, sets) = built(&config);
-        assert_exactly_k_replaced(&sets, true);
+        assert_exactly_k_replaced(&sets, ShiftFamily::TokenReplace, true);
         // Level 2 replaces the whole prompt after BOS: its bigram distance is 1.
         assert_eq!(sets[2].distance, 1.0);
         assert!(sets[1].distance > 0.4 && sets[1].distance < 1.0);
@@ -1271,11 +1314,62 @@ mod replace_and_deduction {
              \x20   - {name: replace, family: token_replace, levels: [1, 3, 8]}\n",
         );
         let (_, sets) = built(&config);
-        assert_exactly_k_replaced(&sets, false);
+        assert_exactly_k_replaced(&sets, ShiftFamily::TokenReplace, false);
         let distances: Vec<f64> = sets[1..].iter().map(|s| s.distance).collect();
         assert!(
             distances.windows(2).all(|w| w[0] < w[1]),
             "farther with k: {distances:?}"
+        );
+    }
+
+    #[test]
+    fn unigram_replace_changes_exactly_k_tokens_to_training_tokens_at_their_frequency() {
+        // Skewed symbol frequencies, so that a uniform draw would look different from the
+        // training distribution.
+        let config = config(
+            "{kind: grammar, symbols: 64, documents: 60, length: 64}\n  context: 8",
+            "    - {name: id, family: none}\n\
+             \x20   - {name: familiar, family: unigram_replace, levels: [1, 3, 8]}\n",
+        );
+        let (data, sets) = built(&config);
+        assert_exactly_k_replaced(&sets, ShiftFamily::UnigramReplace, false);
+        let Kind::Documents(docs) = &data.kind else {
+            panic!("a grammar source gives documents")
+        };
+        let mut train = vec![0usize; data.vocab_size];
+        for &t in docs.train_tokens.iter().filter(|&&t| t != BOS) {
+            train[t as usize] += 1;
+        }
+        // The substitutes of all levels, counted by token.
+        let id = &sets[0];
+        let mut drawn = vec![0usize; data.vocab_size];
+        for set in &sets[1..] {
+            for j in 0..set.samples() {
+                let (a, b) = (id.sample(j), set.sample(j));
+                for p in (0..a.len()).filter(|&p| a[p] != b[p]) {
+                    assert!(train[b[p] as usize] > 0, "{} never occurs in training", b[p]);
+                    drawn[b[p] as usize] += 1;
+                }
+            }
+        }
+        // Total variation distance between substitute and training frequencies: small for
+        // 200 x 12 draws (excluding the original shifts it a little), large for a uniform draw.
+        let (n_train, n_drawn) = (
+            train.iter().sum::<usize>() as f64,
+            drawn.iter().sum::<usize>() as f64,
+        );
+        let tv = |q: &dyn Fn(usize) -> f64| {
+            (0..data.vocab_size)
+                .map(|t| (train[t] as f64 / n_train - q(t)).abs())
+                .sum::<f64>()
+                / 2.0
+        };
+        let used = train.iter().filter(|&&c| c > 0).count() as f64;
+        let to_drawn = tv(&|t| drawn[t] as f64 / n_drawn);
+        let to_uniform = tv(&|t| if train[t] > 0 { 1.0 / used } else { 0.0 });
+        assert!(
+            to_drawn < 0.12 && to_drawn < to_uniform / 2.0,
+            "substitutes {to_drawn:.3} from the training frequencies, uniform {to_uniform:.3}"
         );
     }
 
