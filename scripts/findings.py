@@ -10,8 +10,9 @@ with pandas and pyarrow (`pip install pandas pyarrow`); it runs no model.
 
 CLAIM is one of: graded, emergence, id-curve, activation, activation-ratio, detector, size,
 sites, hops, deduction (FINDINGS v2's H1-H3), warmup (H4: the warm-up sweep's report, then
-the constant-rate one's; these two also read the sweep's cells, each report folder's parent)
-and width (H5).
+the constant-rate one's; these two also read the sweep's cells, each report folder's parent),
+width (H5), h6 (the v1 rule-graph sweep's report; reads each cell's
+`probes/h6-matched-hops/`, which `densitrace probe` wrote) and text-distance (H7).
 REPORT_DIR is what `densitrace report` wrote (a sweep's `report/` folder). `size` takes the
 findings-rulegraph report and then the findings-size report; the others take one report.
 """
@@ -405,6 +406,86 @@ def width(report):
     table(["d_model", "difference [95%]", "p", "p_holm", "seeds"], rows)
 
 
+def holm(ps):
+    """Holm's step-down adjusted p-values, in the order given."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    adjusted, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def t_interval(values):
+    """Mean and Student-t 95% interval of per-seed values (as the report's default)."""
+    from scipy import stats
+    v = pd.Series(list(values))
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return v.mean(), v.mean() - half, v.mean() + half
+
+
+def h6(report):
+    """FINDINGS v2, H6: v1's hops sets against a matched reference. Per activation and hops level,
+    over seeds: the hops - id gap, the hops - id_hops gap, and |hops - id| - |hops - id_hops|
+    (positive: the matched reference moves the gap toward 0), sign flips, Holm over all tests."""
+    sweep = Path(report).resolve().parent
+    frames = []
+    for cell in sorted((sweep / "cells").iterdir()):
+        tables = sorted(cell.glob("probes/h6-matched-hops/density/step-*/*.parquet"))
+        if not tables:
+            sys.exit(f"{cell}: no probes/h6-matched-hops; run `densitrace probe {cell} "
+                     "--config experiments/probes/h6-matched-hops.yaml` first")
+        df = pd.concat([pd.read_parquet(f) for f in tables])
+        manifest = json.loads((cell / "manifest.json").read_text())
+        df["seed"] = manifest["seed"]
+        df["cell"] = cell.name
+        df["activation"] = cell.name.split("activation=")[1].split(",")[0]
+        frames.append(df)
+    x = at(pd.concat(frames))
+    rows, ps = [], []
+    for activation in sorted(x.activation.unique()):
+        a = x[x.activation == activation]
+        id_ = a[a.probe == "id"].set_index("seed").value
+        for level in sorted(a[a.probe == "hops"].shift_level.unique()):
+            hops_ = a[(a.probe == "hops") & (a.shift_level == level)].set_index("seed").value
+            ref = a[(a.probe == "id_hops") & (a.shift_level == level)].set_index("seed").value
+            vs_id, vs_ref = (hops_ - id_).sort_index(), (hops_ - ref).sort_index()
+            closer = vs_id.abs() - vs_ref.abs()
+            p = sign_flip_p(list(closer))
+            ps.append(p)
+            rows.append([activation, f"{level:g}", interval(*t_interval(vs_id)),
+                         interval(*t_interval(vs_ref)), interval(*t_interval(closer)),
+                         f"{p:.4f}", len(closer)])
+    for row, p in zip(rows, holm(ps)):
+        row.insert(6, f"{p:.4f}")
+    print(f"H6 at the final weights, {METRIC} at {SITE}, {POSITION} token, over seeds "
+          "(mean [t 95%]; p exact sign flips; Holm over all rows):\n")
+    table(["activation", "hops", "hops - id", "hops - id_hops", "|vs id| - |vs id_hops|", "p",
+           "p_holm", "seeds"], rows)
+
+
+def text_distance(report):
+    """FINDINGS v2, H7: the text model's gaps at each unigram_replace level (k familiar bytes
+    replaced per window) and char_noise level, and the report's across-seed trend of the
+    unigram_replace gap over k."""
+    gap, trend = read(report, "gap"), read(report, "trend")
+    last = gap.step.max()
+    g = at(gap)
+    g = g[g.step == last].sort_values(["probe", "shift_level"])
+    rows = [[set_name(r), interval(r.gap, r.lo, r.hi), f"{r.p:.4f}", f"{r.p_holm:.4f}",
+             int(r.seeds)] for _, r in g.iterrows()]
+    print(f"H7 at step {last}, {METRIC} at {SITE}, {POSITION} token, each set minus id:\n")
+    table(["set", "gap [95%]", "p", "p_holm", "seeds"], rows)
+    t = at(trend)
+    t = t[(t.step == last) & t.probe.isin(["familiar_edits", "char_noise"])]
+    if "seed" in t:
+        t = t[t.seed.isna()]
+    rows = [[r.probe, interval(r.rho, r.lo, r.hi), f"{r.p:.4f}", f"{r.p_holm:.4f}", int(r.seeds)]
+            for _, r in t.sort_values("probe").iterrows()]
+    print("Across-seed trend of the gap over the levels (Spearman's rho):\n")
+    table(["set", "rho [95%]", "p", "p_holm", "seeds"], rows)
+
+
 CLAIMS = {
     "graded": graded,
     "emergence": emergence,
@@ -418,6 +499,8 @@ CLAIMS = {
     "deduction": deduction,
     "warmup": warmup,
     "width": width,
+    "h6": h6,
+    "text-distance": text_distance,
 }
 
 if __name__ == "__main__":

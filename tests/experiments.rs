@@ -17,7 +17,17 @@ fn root() -> PathBuf {
 
 /// Every config in experiments/, by file stem.
 fn shipped() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(root().join("experiments"))
+    yaml_stems("experiments")
+}
+
+/// The probe configs in experiments/probes/, by file stem.
+fn shipped_probe_configs() -> Vec<String> {
+    yaml_stems("experiments/probes")
+}
+
+/// The stems of the YAML files in `folder` (relative to the repository root), sorted.
+fn yaml_stems(folder: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join(folder))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
@@ -173,6 +183,19 @@ fn round_trip(name: &str) {
         !table(&run.join("probes/fresh"), "density").is_empty(),
         "{file}: probe tables"
     );
+    // The shipped probe configs (experiments/probes/) are written for the quickstart's rule
+    // graph: each measures it.
+    if name == "quickstart" {
+        for shipped in shipped_probe_configs() {
+            let path = root().join("experiments/probes").join(format!("{shipped}.yaml"));
+            let probe = ["probe", run_arg, "--config", path.to_str().unwrap()];
+            ok(&densitrace(&probe), &format!("{file}: probe {shipped}"));
+            assert!(
+                !table(&run.join("probes").join(&shipped), "density").is_empty(),
+                "{file}: probe {shipped} tables"
+            );
+        }
+    }
 
     let stdout = ok(
         &densitrace(&["report", run_arg]),
@@ -189,6 +212,16 @@ fn round_trip(name: &str) {
             "{file}: report made no {made}: {stdout}"
         );
     }
+}
+
+#[test]
+fn every_shipped_probe_config_is_tested_here() {
+    assert_eq!(
+        shipped_probe_configs(),
+        ["h6-matched-hops"],
+        "a probe config was added to or removed from experiments/probes/: the quickstart's \
+         round trip measures each; say here which exist"
+    );
 }
 
 #[test]
