@@ -11,7 +11,7 @@ with pandas and pyarrow (`pip install pandas pyarrow`); it runs no model.
 CLAIM is one of: graded, emergence, id-curve, activation, activation-ratio, detector, size,
 sites, hops, deduction (FINDINGS v2's H1-H3), warmup (H4: the warm-up sweep's report, then
 the constant-rate one's; these two also read the sweep's cells, each report folder's parent),
-width (H5), h6 (the v1 rule-graph sweep's report; reads each cell's
+width (H5), h6 (the v1 rule-graph sweep's folder or its report; reads each cell's
 `probes/h6-matched-hops/`, which `densitrace probe` wrote) and text-distance (H7).
 REPORT_DIR is what `densitrace report` wrote (a sweep's `report/` folder). `size` takes the
 findings-rulegraph report and then the findings-size report; the others take one report.
@@ -428,7 +428,9 @@ def h6(report):
     """FINDINGS v2, H6: v1's hops sets against a matched reference. Per activation and hops level,
     over seeds: the hops - id gap, the hops - id_hops gap, and |hops - id| - |hops - id_hops|
     (positive: the matched reference moves the gap toward 0), sign flips, Holm over all tests."""
-    sweep = Path(report).resolve().parent
+    sweep = Path(report).resolve()
+    if not (sweep / "cells").is_dir():  # a report folder: its parent is the sweep
+        sweep = sweep.parent
     frames = []
     for cell in sorted((sweep / "cells").iterdir()):
         tables = sorted(cell.glob("probes/h6-matched-hops/density/step-*/*.parquet"))
@@ -480,10 +482,11 @@ def text_distance(report):
     t = t[(t.step == last) & t.probe.isin(["familiar_edits", "char_noise"])]
     if "seed" in t:
         t = t[t.seed.isna()]
-    rows = [[r.probe, interval(r.rho, r.lo, r.hi), f"{r.p:.4f}", f"{r.p_holm:.4f}", int(r.seeds)]
-            for _, r in t.sort_values("probe").iterrows()]
-    print("Across-seed trend of the gap over the levels (Spearman's rho):\n")
-    table(["set", "rho [95%]", "p", "p_holm", "seeds"], rows)
+    rows = [[r.probe, r.over, interval(r.rho, r.lo, r.hi), r.test, f"{r.p:.4f}",
+             f"{r.p_holm:.4f}", int(r.seeds)]
+            for _, r in t.sort_values(["probe", "over"]).iterrows()]
+    print("Across-seed trend over the levels (Spearman's rho; the plan's test is `level_means`):\n")
+    table(["set", "over", "rho [95%]", "test", "p", "p_holm", "seeds"], rows)
 
 
 CLAIMS = {

@@ -187,7 +187,9 @@ fn round_trip(name: &str) {
     // graph: each measures it.
     if name == "quickstart" {
         for shipped in shipped_probe_configs() {
-            let path = root().join("experiments/probes").join(format!("{shipped}.yaml"));
+            let path = root()
+                .join("experiments/probes")
+                .join(format!("{shipped}.yaml"));
             let probe = ["probe", run_arg, "--config", path.to_str().unwrap()];
             ok(&densitrace(&probe), &format!("{file}: probe {shipped}"));
             assert!(

@@ -611,7 +611,11 @@ fn document_sets(
     // unigram_replace's substitutes: every training token but BOS, so that a uniform draw from
     // them is a draw by training frequency.
     let unigrams: Vec<u32> = if sets.iter().any(|s| s.family == ShiftFamily::UnigramReplace) {
-        docs.train_tokens.iter().copied().filter(|&t| t != BOS).collect()
+        docs.train_tokens
+            .iter()
+            .copied()
+            .filter(|&t| t != BOS)
+            .collect()
     } else {
         Vec::new()
     };
@@ -1347,7 +1351,11 @@ mod replace_and_deduction {
             for j in 0..set.samples() {
                 let (a, b) = (id.sample(j), set.sample(j));
                 for p in (0..a.len()).filter(|&p| a[p] != b[p]) {
-                    assert!(train[b[p] as usize] > 0, "{} never occurs in training", b[p]);
+                    assert!(
+                        train[b[p] as usize] > 0,
+                        "{} never occurs in training",
+                        b[p]
+                    );
                     drawn[b[p] as usize] += 1;
                 }
             }
