@@ -472,12 +472,14 @@ def text_distance(report):
     unigram_replace gap over k."""
     gap, trend = read(report, "gap"), read(report, "trend")
     last = gap.step.max()
-    g = at(gap)
-    g = g[g.step == last].sort_values(["probe", "shift_level"])
-    rows = [[set_name(r), interval(r.gap, r.lo, r.hi), f"{r.p:.4f}", f"{r.p_holm:.4f}",
-             int(r.seeds)] for _, r in g.iterrows()]
-    print(f"H7 at step {last}, {METRIC} at {SITE}, {POSITION} token, each set minus id:\n")
-    table(["set", "gap [95%]", "p", "p_holm", "seeds"], rows)
+    # The plan's primary site, then its secondary one (the last block's residual stream).
+    for site in [SITE, "blocks.1.resid_post"]:
+        g = at(gap, site=site)
+        g = g[g.step == last].sort_values(["probe", "shift_level"])
+        rows = [[set_name(r), interval(r.gap, r.lo, r.hi), f"{r.p:.4f}", f"{r.p_holm:.4f}",
+                 int(r.seeds)] for _, r in g.iterrows()]
+        print(f"H7 at step {last}, {METRIC} at {site}, {POSITION} token, each set minus id:\n")
+        table(["set", "gap [95%]", "p", "p_holm", "seeds"], rows)
     t = at(trend)
     t = t[(t.step == last) & t.probe.isin(["familiar_edits", "char_noise"])]
     if "seed" in t:
