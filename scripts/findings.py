@@ -335,6 +335,24 @@ def deduction(report):
         ["k = 1", per_seed(k1)], ["k = 2", per_seed(k2)], ["k = 2 minus k = 1", per_seed(k2 - k1)],
     ])
 
+    # Exploratory (not in the plan): claims 5 and 7 on the model that deduces. Every site's gap
+    # to the matched reference, and the AUROC of top-5% energy against the prompt's own loss.
+    gap, ood = read(report, "gap"), read(report, "ood")
+    g = gap[(gap.step == last) & (gap.metric == METRIC) & (gap.position == POSITION)
+            & gap.probe.isin(["deducible", "non_deducible"])]
+    rows = [[r.site, r.probe, r.reference, interval(r.gap, r.lo, r.hi), f"{r.p:.4f}"]
+            for _, r in g.sort_values(["site", "probe"]).iterrows()]
+    print(f"\nExploratory, claim 7: every site's gap at step {last} ({METRIC}, {POSITION} token):\n")
+    table(["site", "set", "reference", "gap [95%]", "p"], rows)
+    o = ood[(ood.step == last) & ood.seed.isna() & (ood.statistic == "auroc")
+            & (ood.position == POSITION) & ood.probe.isin(["deducible", "non_deducible"])
+            & (((ood.site == SITE) & (ood.metric == METRIC))
+               | ((ood.site == "logits") & (ood.metric == "prompt_loss")))]
+    rows = [[r.probe, f"{r.site} {r.metric}", interval(r.value, r.lo, r.hi, False), f"{r.p:.4f}"]
+            for _, r in o.sort_values(["probe", "site"]).iterrows()]
+    print(f"\nExploratory, claim 5: AUROC against the matched reference at step {last}:\n")
+    table(["set", "score", "AUROC [95%]", "p"], rows)
+
 
 def id_peaks(report):
     """Per run of the sweep behind `report`: (seed, warm-up steps, the step where the id set's
