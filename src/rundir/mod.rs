@@ -1,6 +1,6 @@
 //! The run directory: the one module that knows its layout. Every other module asks it for paths,
-//! and the commands that read a finished run (`probe`, `dump`, and later the report and sweeps)
-//! open it here, never through `run`.
+//! and the commands that read a finished run (`probe`, `dump`, `report`, a sweep resuming its
+//! cells) open it here, never through `run`.
 //!
 //! ```text
 //! runs/<name>/<run_id>/
