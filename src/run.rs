@@ -26,8 +26,8 @@ use crate::model::Gpt;
 use crate::progress::Progress;
 use crate::rundir::checkpoint::{self, CheckpointState};
 use crate::rundir::{
-    self, DeviceRecord, EvaluationRecord, Manifest, ProbeRecord, ResumeRecord, RunDir, Unfinished,
-    config_hash,
+    self, DeviceRecord, EvaluationRecord, Manifest, ProbeRecord, ResumeRecord, RunDir, RunStatus,
+    Unfinished, config_hash,
 };
 use crate::sink::{DensityRow, TrainRow};
 use crate::train::{self, CheckpointReason, Outcome, Start, TrainHooks, tokens_seen};
@@ -163,7 +163,7 @@ pub fn run(
         parameters: 0,
         start_time: chrono::Utc::now().to_rfc3339(),
         end_time: None,
-        status: "running".into(),
+        status: RunStatus::Running,
         diverged_at: None,
         resumes: Vec::new(),
         evaluations: Vec::new(),
@@ -200,7 +200,7 @@ pub fn resume(run_dir: &Path, command_line: Vec<String>, stop: &AtomicBool) -> R
     manifest
         .evaluations
         .retain(|e| keep_until.is_some_and(|c| e.step <= c));
-    manifest.status = "running".into();
+    manifest.status = RunStatus::Running;
     manifest.diverged_at = None;
     manifest.end_time = None;
     manifest.resumes.push(ResumeRecord {
@@ -370,11 +370,11 @@ fn drive(
     let finish = match outcome {
         Outcome::Completed(model) => {
             dir.save_final_weights(model)?;
-            hooks.manifest.status = "completed".into();
+            hooks.manifest.status = RunStatus::Completed;
             Finish::Completed
         }
         Outcome::Interrupted(step) => {
-            hooks.manifest.status = "interrupted".into();
+            hooks.manifest.status = RunStatus::Interrupted;
             tracing::warn!(
                 "stopped after step {step}; continue with --resume {}",
                 dir.root.display()
@@ -382,7 +382,7 @@ fn drive(
             Finish::Interrupted(step)
         }
         Outcome::Diverged(step) => {
-            hooks.manifest.status = "diverged".into();
+            hooks.manifest.status = RunStatus::Diverged;
             hooks.manifest.diverged_at = Some(step);
             Finish::Diverged(step)
         }

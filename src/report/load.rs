@@ -13,7 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::config::Config;
 use crate::error::InputError;
-use crate::rundir::{CONFIG, MANIFEST, Table};
+use crate::rundir::{CONFIG, MANIFEST, RunStatus, Table};
 use crate::sweep::{CellState, SWEEP_JSON, SweepDir};
 
 /// A shift level, ordered (levels are finite; `total_cmp` orders them as numbers).
@@ -186,16 +186,16 @@ fn run_status(dir: &Path, unit: &Unit) -> Option<String> {
         .max()
         .unwrap_or(0);
     let steps = unit.config.train.steps;
-    let what = match manifest.status.as_str() {
-        "completed" => return None,
-        "diverged" => format!(
+    let what = match manifest.status {
+        RunStatus::Completed => return None,
+        RunStatus::Diverged => format!(
             "the run diverged (its loss went non-finite at step {}); its last evaluation is at \
              step {reached} of {steps}",
             manifest
                 .diverged_at
                 .map_or_else(|| "?".to_string(), |s| s.to_string())
         ),
-        "running" => {
+        RunStatus::Running => {
             let live = crate::rundir::RunDir {
                 root: dir.to_path_buf(),
                 run_id: String::new(),
@@ -215,14 +215,10 @@ fn run_status(dir: &Path, unit: &Unit) -> Option<String> {
                 )
             }
         }
-        "interrupted" => format!(
+        RunStatus::Interrupted => format!(
             "the run was interrupted: evaluated up to step {reached} of {steps}; continue it \
              with densitrace run --resume {}",
             dir.display()
-        ),
-        other => format!(
-            "the run's manifest says {other:?}, not completed: evaluated up to step {reached} \
-             of {steps}"
         ),
     };
     Some(what)

@@ -95,6 +95,21 @@ impl Table {
     }
 }
 
+/// Where a run stands, as its manifest records it (`status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// A process is training it, or one was killed before it could record anything else: the
+    /// run directory's lock tells which.
+    Running,
+    /// It reached `train.steps`: its final weights and tables are complete.
+    Completed,
+    /// Stopped by a signal after a checkpoint; `run --resume` continues it.
+    Interrupted,
+    /// Its loss went non-finite (at `diverged_at`); it stopped there.
+    Diverged,
+}
+
 /// What `manifest.json` holds.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Manifest {
@@ -118,8 +133,7 @@ pub struct Manifest {
     pub parameters: usize,
     pub start_time: String,
     pub end_time: Option<String>,
-    /// running, completed, interrupted or diverged.
-    pub status: String,
+    pub status: RunStatus,
     pub diverged_at: Option<usize>,
     pub resumes: Vec<ResumeRecord>,
     pub evaluations: Vec<EvaluationRecord>,
@@ -435,7 +449,7 @@ impl Unfinished {
             }
             .into());
         }
-        if manifest.status == "completed" {
+        if manifest.status == RunStatus::Completed {
             return Err(InputError::Other(format!(
                 "{} is a completed run: there is nothing to resume",
                 run_dir.display()

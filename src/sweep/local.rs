@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 
 use super::record::{Cell, CellState, SweepDir, counts};
 use crate::error::InputError;
-use crate::rundir::{self, RunDir};
+use crate::rundir::{self, RunDir, RunStatus};
 
 /// Set in a cell's environment: its run then stops after a checkpoint however many signals come.
 pub const SUPERVISED_ENV: &str = "DENSITRACE_SWEEP_CELL";
@@ -68,10 +68,12 @@ impl SweepDir {
         command.env(SUPERVISED_ENV, "1");
         if dir.path(rundir::MANIFEST).exists() {
             let manifest = dir.read_manifest()?;
-            match manifest.status.as_str() {
-                "completed" => return Ok(Next::Ended(CellState::Done, 0)),
-                "diverged" => return Ok(Next::Ended(CellState::Diverged, 3)),
-                _ => command.arg("run").arg("--resume").arg(&run_dir),
+            match manifest.status {
+                RunStatus::Completed => return Ok(Next::Ended(CellState::Done, 0)),
+                RunStatus::Diverged => return Ok(Next::Ended(CellState::Diverged, 3)),
+                RunStatus::Running | RunStatus::Interrupted => {
+                    command.arg("run").arg("--resume").arg(&run_dir)
+                }
             };
         } else {
             if run_dir.exists() {

@@ -13,7 +13,7 @@ use crate::error::InputError;
 use crate::seed::fingerprint;
 
 use super::plan::plan;
-use crate::rundir::{self, write_atomic};
+use crate::rundir::{self, RunStatus, write_atomic};
 
 /// A cell's state in `sweep.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,12 +162,12 @@ impl SweepDir {
         let status = rundir::read_manifest(&self.root.join(&cell.dir))
             .ok()
             .map(|m| m.status);
-        match status.as_deref() {
-            Some("completed") if cell.state != CellState::Done => {
+        match status {
+            Some(RunStatus::Completed) if cell.state != CellState::Done => {
                 cell.state = CellState::Done;
                 cell.exit_code = Some(0);
             }
-            Some("diverged") if cell.state != CellState::Diverged => {
+            Some(RunStatus::Diverged) if cell.state != CellState::Diverged => {
                 cell.state = CellState::Diverged;
                 cell.exit_code = Some(3);
             }
