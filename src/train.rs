@@ -4,7 +4,8 @@
 //!
 //! Reproducibility: Burn's RNG is reseeded from (seed, step) before every step and the data order
 //! is a function of the seed, so a run resumed from a checkpoint at step C computes the same
-//! steps after C as a run that never stopped (bit-identical on the CPU backend; see README).
+//! steps after C as a run that never stopped (bit-identical on the CPU backend; see
+//! docs/running.md).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -49,6 +50,8 @@ pub trait TrainHooks {
 }
 
 /// How the loop ended.
+// One value per run: the size difference between the variants costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     Completed(Gpt),
     /// Stopped by request after this step, with a checkpoint there.
@@ -290,7 +293,7 @@ fn batch(batches: &mut Batches, step: usize, device: &Device) -> (Tensor<2, Int>
 pub fn scheduled(step: usize, every: usize, log_spaced: bool) -> bool {
     every > 0
         && step > 0
-        && (step % every == 0 || (log_spaced && step < every && step.is_power_of_two()))
+        && (step.is_multiple_of(every) || (log_spaced && step < every && step.is_power_of_two()))
 }
 
 #[cfg(test)]

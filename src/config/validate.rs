@@ -72,7 +72,7 @@ impl Config {
         check(m.d_model >= 1, "model.d_model", "must be at least 1".into());
         check(m.heads >= 1, "model.heads", "must be at least 1".into());
         check(
-            m.heads >= 1 && m.d_model % m.heads == 0,
+            m.heads >= 1 && m.d_model.is_multiple_of(m.heads),
             "model.heads",
             format!("{} heads do not divide d_model {}", m.heads, m.d_model),
         );

@@ -1,6 +1,6 @@
 //! The report's tables as Parquet: one builder for their shared columns (the key, an estimate
 //! with its interval, a test with its corrections), and each table's schema in `Tables::write`.
-//! The README's "Reports" section documents every column.
+//! docs/reports.md ("The tables") documents every column.
 
 use std::path::Path;
 use std::sync::Arc;

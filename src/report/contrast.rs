@@ -76,17 +76,17 @@ pub fn contrasts(
         }
     }
     let bad = |why: String| -> anyhow::Error { InputError::Other(why).into() };
-    if let Some(k) = &s.contrast {
-        if !grid_keys.contains(&k.as_str()) {
-            return Err(bad(format!(
-                "--contrast {k}: not a grid key of these runs (grid keys besides seed: {})",
-                if grid_keys.is_empty() {
-                    "none".to_string()
-                } else {
-                    grid_keys.join(", ")
-                }
-            )));
-        }
+    if let Some(k) = &s.contrast
+        && !grid_keys.contains(&k.as_str())
+    {
+        return Err(bad(format!(
+            "--contrast {k}: not a grid key of these runs (grid keys besides seed: {})",
+            if grid_keys.is_empty() {
+                "none".to_string()
+            } else {
+                grid_keys.join(", ")
+            }
+        )));
     }
     let cells: Vec<Cell> = tables::cells(units)
         .into_iter()
@@ -123,10 +123,10 @@ pub fn contrasts(
         // The key's values in grid order; the first is the baseline.
         let mut values: Vec<&str> = Vec::new();
         for unit in units {
-            if let Some((_, v)) = unit.overrides.iter().find(|(k, _)| k == grid_key) {
-                if !values.contains(&v.as_str()) {
-                    values.push(v);
-                }
+            if let Some((_, v)) = unit.overrides.iter().find(|(k, _)| k == grid_key)
+                && !values.contains(&v.as_str())
+            {
+                values.push(v);
             }
         }
         let mut paired = false;

@@ -294,15 +294,15 @@ pub fn index_html(
         s.boot.seed,
         escape(s.family.text()),
     );
-    let _ = write!(
+    let _ = writeln!(
         html,
-        "<p>Made by:</p><pre>{}</pre>\n",
+        "<p>Made by:</p><pre>{}</pre>",
         escape(&request.command_line)
     );
     if (2..=5).contains(&seeds.len()) {
-        let _ = write!(
+        let _ = writeln!(
             html,
-            "<p><b>Few seeds.</b> With {} seeds no sign-flip test can reach p &lt; 0.05 and intervals are wide; add seeds for an answer.</p>\n",
+            "<p><b>Few seeds.</b> With {} seeds no sign-flip test can reach p &lt; 0.05 and intervals are wide; add seeds for an answer.</p>",
             seeds.len()
         );
     }
@@ -317,24 +317,24 @@ pub fn index_html(
         for m in missing {
             let _ = write!(html, "<li>{}</li>", escape(m));
         }
-        let _ = write!(html, "</ul>\n");
+        let _ = writeln!(html, "</ul>");
     }
     if !source.skipped.is_empty() {
         let _ = write!(html, "<h2>Left out</h2><ul>");
         for s in &source.skipped {
             let _ = write!(html, "<li>{}</li>", escape(s));
         }
-        let _ = write!(html, "</ul>\n");
+        let _ = writeln!(html, "</ul>");
     }
     let mut current = None;
     for (cell, file, caption) in figures {
         if current != Some(cell) {
-            let _ = write!(html, "<h2>Cell {}</h2>\n", escape(cell));
+            let _ = writeln!(html, "<h2>Cell {}</h2>", escape(cell));
             current = Some(cell);
         }
-        let _ = write!(
+        let _ = writeln!(
             html,
-            "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>\n",
+            "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
             escape(file),
             escape(caption),
             escape(caption)

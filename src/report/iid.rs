@@ -99,13 +99,14 @@ impl IidTable {
     pub fn compute(needed: &BTreeSet<(String, usize)>) -> IidTable {
         let mut by_width: BTreeMap<usize, Vec<(String, MetricSpec)>> = BTreeMap::new();
         for (name, width) in needed {
-            if let Ok(metric) = name.parse::<MetricSpec>() {
-                if has_reference(&metric) && *width >= 1 {
-                    by_width
-                        .entry(*width)
-                        .or_default()
-                        .push((name.clone(), metric));
-                }
+            if let Ok(metric) = name.parse::<MetricSpec>()
+                && has_reference(&metric)
+                && *width >= 1
+            {
+                by_width
+                    .entry(*width)
+                    .or_default()
+                    .push((name.clone(), metric));
             }
         }
         let mut values = BTreeMap::new();

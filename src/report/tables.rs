@@ -188,7 +188,7 @@ pub fn cells(units: &[Unit]) -> BTreeMap<String, Vec<&Unit>> {
 }
 
 /// `items` grouped by their cell, in cell order.
-pub fn by_cell<'a, T>(items: &'a [T], cell: impl Fn(&T) -> &str) -> BTreeMap<String, Vec<&'a T>> {
+pub fn by_cell<T>(items: &[T], cell: impl Fn(&T) -> &str) -> BTreeMap<String, Vec<&T>> {
     let mut out: BTreeMap<String, Vec<&T>> = BTreeMap::new();
     for item in items {
         out.entry(cell(item).to_string()).or_default().push(item);
@@ -439,12 +439,12 @@ fn summary(cell: &str, runs: &[&Unit], s: &Settings) -> Vec<SummaryRow> {
                 .filter(|v| !v.is_nan())
                 .collect();
             let (mut estimate, mut interval) = over_seeds(&values, s);
-            if let ([value], [run]) = (values.as_slice(), runs) {
-                if let Some(samples) = run.tables.samples.get(&key).filter(|s| s.len() >= 2) {
-                    let e = s.boot.groups(&[samples], |m| m[0]);
-                    estimate = Estimate { value: *value, ..e };
-                    interval = Interval::Samples;
-                }
+            if let ([value], [run]) = (values.as_slice(), runs)
+                && let Some(samples) = run.tables.samples.get(&key).filter(|s| s.len() >= 2)
+            {
+                let e = s.boot.groups(&[samples], |m| m[0]);
+                estimate = Estimate { value: *value, ..e };
+                interval = Interval::Samples;
             }
             SummaryRow {
                 cell: cell.to_string(),
@@ -480,16 +480,17 @@ fn gap(cell: &str, runs: &[&Unit], refs: &References, s: &Settings) -> Vec<GapRo
             let mut test = sign_flip(&differences, s.mc);
             if let ([difference], [run]) = (differences.as_slice(), runs) {
                 let samples = &run.tables.samples;
-                if let (Some(shifted), Some(id)) = (samples.get(&key), samples.get(&ref_key)) {
-                    if shifted.len() >= 2 && id.len() >= 2 {
-                        let e = s.boot.groups(&[id, shifted], |m| m[1] - m[0]);
-                        estimate = Estimate {
-                            value: *difference,
-                            ..e
-                        };
-                        interval = Interval::Samples;
-                        test = Test::new("welch_samples", inference::welch_p(id, shifted));
-                    }
+                if let (Some(shifted), Some(id)) = (samples.get(&key), samples.get(&ref_key))
+                    && shifted.len() >= 2
+                    && id.len() >= 2
+                {
+                    let e = s.boot.groups(&[id, shifted], |m| m[1] - m[0]);
+                    estimate = Estimate {
+                        value: *difference,
+                        ..e
+                    };
+                    interval = Interval::Samples;
+                    test = Test::new("welch_samples", inference::welch_p(id, shifted));
                 }
             }
             Some(GapRow {
