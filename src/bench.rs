@@ -7,7 +7,10 @@
 //!   element-wise copy of the same tensor;
 //! - training throughput of the quickstart model (and, without `--quick`, gpu-medium's), and the
 //!   instrumentation's cost: one evaluation at the config's probe sets against the training time
-//!   between evaluations at its schedule.
+//!   between evaluations at its schedule;
+//! - on the CPU backend, where an evaluation's seconds go (forward passes against metrics) with
+//!   each host reduction, `kernels::fast` and the f64 reference, interleaved in one process on
+//!   the trained model, so the two are compared under the same load.
 //!
 //! Training is measured by running the shipped config itself (`run::run`, shortened) in a
 //! temporary directory, and read from the run's own tables, so it is the code path users run.
@@ -25,8 +28,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::config::{Config, DeviceChoice};
-use crate::device;
-use crate::kernels::{self, reference};
+use crate::device::{self, RunDevice};
+use crate::evaluate::{Probing, Reduction};
+use crate::kernels::{self, fast, reference};
 use crate::metrics::{Columns, MetricSpec};
 use crate::run::{self, Destination};
 
@@ -53,6 +57,8 @@ pub struct BenchReport {
     pub repeats: usize,
     pub kernels: Vec<KernelRow>,
     pub training: Vec<TrainingRow>,
+    /// CPU backend only: each timed model's evaluation with each host reduction.
+    pub evaluations: Vec<EvaluationRow>,
 }
 
 /// One kernel family at one tensor size; times are medians in milliseconds.
@@ -76,6 +82,23 @@ pub struct KernelRow {
     pub burn_ms: Option<f64>,
     /// Read back, then the f64 reference on the host (rows in parallel).
     pub host_ms: f64,
+    /// Read back, then `kernels::fast` on the host (rows in parallel), every column computed.
+    pub host_fast_ms: f64,
+}
+
+/// One evaluation of a trained model with one reduction: medians over interleaved rounds.
+#[derive(Debug, Serialize)]
+pub struct EvaluationRow {
+    /// The config it comes from (`quickstart`, `gpu-medium`).
+    pub model: String,
+    /// `Reduction::name`: `cpu_fast` or `reference`.
+    pub reduction: String,
+    /// Evaluations timed with this reduction, alternating with the other.
+    pub rounds: usize,
+    /// The probe sets' forward passes, median seconds.
+    pub forward_s: f64,
+    /// The read-back and the reduction, median seconds.
+    pub metrics_s: f64,
 }
 
 /// Training throughput and the instrumentation's cost for one model.
@@ -107,6 +130,9 @@ pub struct TrainingRow {
 }
 
 const WARMUP: usize = 2;
+
+/// Evaluations per host reduction in the evaluation split (alternating; the median is reported).
+const SPLIT_ROUNDS: usize = 3;
 
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
@@ -258,6 +284,13 @@ fn kernel_rows(device: &Device, on_device: bool, quick: bool, repeats: usize) ->
                     std::hint::black_box(reference::aggregate(&per_row, c));
                 }
             });
+            let host_fast = median_time(repeats, || {
+                let values = read(x.clone());
+                let per_row = fast::matrix_metrics(&values, width, &cols);
+                for c in 0..cols.count() {
+                    std::hint::black_box(fast::aggregate(&per_row, c));
+                }
+            });
             let mut row = KernelRow {
                 family: family.into(),
                 vectors,
@@ -269,6 +302,7 @@ fn kernel_rows(device: &Device, on_device: bool, quick: bool, repeats: usize) ->
                 share_of_copy: None,
                 burn_ms: None,
                 host_ms: ms(host),
+                host_fast_ms: ms(host_fast),
             };
             if on_device {
                 // A plain element-wise copy, kept alive until the device is idle, so it is
@@ -322,14 +356,17 @@ fn shortened(yaml: &str, model: &str, choice: DeviceChoice, steps: usize) -> Res
 }
 
 /// Runs `yaml` shortened to `steps` (probes at step 0 and `steps`, no checkpoints) on `choice`,
-/// and reads its throughput and evaluation time back from the run's tables.
+/// and reads its throughput and evaluation time back from the run's tables. With
+/// `split_rounds > 0`, then evaluates the trained model that many times with each host
+/// reduction (`evaluation_split`).
 fn training_row(
     model: &str,
     yaml: &str,
     choice: DeviceChoice,
     steps: usize,
     warmup_steps: usize,
-) -> Result<TrainingRow> {
+    split: Option<(&RunDevice, usize)>,
+) -> Result<(TrainingRow, Vec<EvaluationRow>)> {
     let full = Config::from_yaml(yaml, model, &[])?;
     let config = shortened(yaml, model, choice, steps)?;
     let dir = std::env::temp_dir().join(format!("densitrace-bench-{}-{model}", std::process::id()));
@@ -344,10 +381,15 @@ fn training_row(
     let measured = outcome.and_then(|_| {
         let manifest = crate::rundir::read_manifest(&dir)?;
         let train = crate::report::load::read_train(&dir)?;
-        Ok((manifest, train))
+        let evaluations = match split {
+            Some((device, rounds)) => evaluation_split(&dir, model, device, rounds)?,
+            None => Vec::new(),
+        };
+        Ok((manifest, train, evaluations))
     });
     let _ = std::fs::remove_dir_all(&dir);
-    let (manifest, train) = measured.with_context(|| format!("timing the {model} model"))?;
+    let (manifest, train, evaluations) =
+        measured.with_context(|| format!("timing the {model} model"))?;
 
     // tokens_per_s of each step after the warm-up (the train table logs every step here).
     let rates: Vec<f64> = train
@@ -375,7 +417,7 @@ fn training_row(
     let evaluation_s = last.seconds;
     let instrumentation_share =
         schedule_evaluations as f64 * evaluation_s / (schedule_steps as f64 * ms_per_step / 1e3);
-    Ok(TrainingRow {
+    let row = TrainingRow {
         model: model.into(),
         parameters: manifest.parameters,
         tokens_per_step,
@@ -390,7 +432,58 @@ fn training_row(
         schedule_evaluations,
         schedule_steps,
         instrumentation_share,
-    })
+    };
+    Ok((row, evaluations))
+}
+
+/// The finished run in `dir` evaluated `rounds` times with each host reduction, alternating
+/// (fast, reference, fast, ...) so that both see the same load on a shared machine; each
+/// reduction's median forward and metrics seconds. The run's own two evaluations came first, so
+/// nothing here pays for first-use costs.
+fn evaluation_split(
+    dir: &std::path::Path,
+    model: &str,
+    device: &RunDevice,
+    rounds: usize,
+) -> Result<Vec<EvaluationRow>> {
+    let finished = crate::rundir::FinishedRun::open(dir)?;
+    let config = &finished.config;
+    let gpt = finished.model(&device.device)?;
+    let prior = finished.reload_dataset(config)?.prior();
+    let plan = config.probe_plan();
+    let reductions = [Reduction::CpuFast, Reduction::Reference];
+    let mut seconds: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); reductions.len()];
+    for _ in 0..rounds {
+        for (&reduction, (forward, metrics)) in reductions.iter().zip(&mut seconds) {
+            let probing = Probing {
+                sets: &finished.probe_sets,
+                plan: &plan,
+                layers: config.model.layers,
+                batch_tokens: config.probes.batch_size,
+                device: &device.device,
+                reduction,
+                prior: prior.as_ref(),
+            };
+            let timing = probing.evaluate(&gpt).timing;
+            forward.push(timing.forward);
+            metrics.push(timing.reduce);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(reductions
+        .iter()
+        .zip(seconds)
+        .map(|(reduction, (forward, metrics))| EvaluationRow {
+            model: model.into(),
+            reduction: reduction.name().into(),
+            rounds,
+            forward_s: median(forward),
+            metrics_s: median(metrics),
+        })
+        .collect())
 }
 
 pub fn bench(options: BenchOptions) -> Result<BenchReport> {
@@ -412,22 +505,25 @@ pub fn bench(options: BenchOptions) -> Result<BenchReport> {
     eprintln!("kernel table done");
 
     let mut training = Vec::new();
+    let mut evaluations = Vec::new();
+    // On the CPU backend the metrics run on the host, where the reduction is a choice.
+    let split = (!on_device).then_some((&run_device, SPLIT_ROUNDS));
     let quickstart_steps = if options.quick { 30 } else { 200 };
-    training.push(training_row(
+    let (row, split_rows) = training_row(
         "quickstart",
         QUICKSTART,
         options.device,
         quickstart_steps,
         10,
-    )?);
+        split,
+    )?;
+    training.push(row);
+    evaluations.extend(split_rows);
     if !options.quick {
-        training.push(training_row(
-            "gpu-medium",
-            GPU_MEDIUM,
-            options.device,
-            30,
-            5,
-        )?);
+        let (row, split_rows) =
+            training_row("gpu-medium", GPU_MEDIUM, options.device, 30, 5, split)?;
+        training.push(row);
+        evaluations.extend(split_rows);
     }
     Ok(BenchReport {
         backend: run_device.backend.to_string(),
@@ -437,6 +533,7 @@ pub fn bench(options: BenchOptions) -> Result<BenchReport> {
         repeats,
         kernels,
         training,
+        evaluations,
     })
 }
 
@@ -460,14 +557,15 @@ impl BenchReport {
             self.repeats,
             self.warmup,
             if self.backend == "wgpu" {
-                ""
+                " host: the f64 reference; host fast: `kernels::fast` (fast speed-up: host over host fast)."
             } else {
-                " On the CPU backend only the host reference runs (the kernels need wgpu)."
+                " On the CPU backend only the host reductions run (the kernels need wgpu): the f64 \
+                 reference (host) and `kernels::fast` (host fast; fast speed-up: host over host fast)."
             }
         ));
         out.push_str(
-            "| family | vectors x width | MB | copy GB/s | WGSL ms | WGSL GB/s | share of copy | Burn ops ms | WGSL speed-up | host ms | WGSL speed-up |\n\
-             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+            "| family | vectors x width | MB | copy GB/s | WGSL ms | WGSL GB/s | share of copy | Burn ops ms | WGSL speed-up | host ms | WGSL speed-up | host fast ms | fast speed-up |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
         for r in &self.kernels {
             let speedup = |other: Option<f64>| match (other, r.wgsl_ms) {
@@ -475,7 +573,7 @@ impl BenchReport {
                 _ => "-".into(),
             };
             out.push_str(&format!(
-                "| {} | {} x {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.2} | {} |\n",
+                "| {} | {} x {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.2} | {:.1}x |\n",
                 r.family,
                 r.vectors,
                 r.width,
@@ -489,6 +587,8 @@ impl BenchReport {
                 speedup(r.burn_ms),
                 r.host_ms,
                 speedup(Some(r.host_ms)),
+                r.host_fast_ms,
+                r.host_ms / r.host_fast_ms,
             ));
         }
         out.push_str(
@@ -517,6 +617,33 @@ impl BenchReport {
                 t.schedule_steps,
                 t.instrumentation_share * 100.0
             ));
+        }
+        if !self.evaluations.is_empty() {
+            out.push_str(
+                "\n## Evaluation split by reduction (CPU backend)\n\n\
+                 The trained model's probe sets evaluated with `kernels::fast` (`probes.reduction: fast`, \
+                 the default) and with the f64 reference (`probes.reduction: reference`), alternating in \
+                 this process; medians over the rounds. metrics: the read-back and the reduction.\n\n\
+                 | model | reduction | rounds | forward s | metrics s | metrics / forward | metrics speed-up |\n\
+                 | --- | --- | --- | --- | --- | --- | --- |\n",
+            );
+            for e in &self.evaluations {
+                let reference = self
+                    .evaluations
+                    .iter()
+                    .find(|r| r.model == e.model && r.reduction == Reduction::Reference.name())
+                    .map_or(f64::NAN, |r| r.metrics_s);
+                out.push_str(&format!(
+                    "| {} | {} | {} | {:.3} | {:.3} | {:.2} | {:.1}x |\n",
+                    e.model,
+                    e.reduction,
+                    e.rounds,
+                    e.forward_s,
+                    e.metrics_s,
+                    e.metrics_s / e.forward_s,
+                    reference / e.metrics_s,
+                ));
+            }
         }
         out
     }

@@ -5,7 +5,8 @@
 //! On a wgpu device the activations never leave it: the WGSL kernels reduce each
 //! `[vectors, width]` site tensor to a `[columns, 3]` summary, and all summaries of the evaluation
 //! come back in one `Transaction`. On the CPU backend the activations are read back and reduced
-//! by the f64 reference. `readback_bytes` counts what crossed, either way.
+//! on the host by `kernels::fast`, or, with `probes.reduction: reference` (on either device), by
+//! the f64 reference. `readback_bytes` counts what crossed, either way.
 
 use burn::prelude::*;
 use burn::tensor::Transaction;
@@ -13,11 +14,11 @@ use burn::tensor::activation::log_softmax;
 
 use anyhow::Result;
 
-use crate::config::ProbePlan;
+use crate::config::{ProbePlan, ReductionChoice};
 use crate::data::probes::ProbeSet;
 use crate::data::rulegraph::Prior;
 use crate::device::RunDevice;
-use crate::kernels::{self, across, reference};
+use crate::kernels::{self, across, fast, reference};
 use crate::metrics::{
     Columns, LOGITS_SITE, LogitsMetric, MetricSpec, Position, SiteKind, effective_rank,
 };
@@ -47,23 +48,45 @@ pub struct EvaluationTiming {
     pub write: f64,
 }
 
-/// Who turns activations into metrics.
+/// Who turns activations into metrics. The one place that chooses (`for_config`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reduction {
     /// The WGSL kernels, on the device; only summaries are read back.
     Kernels,
+    /// `kernels::fast`, the f32 CPU reduction, on the host; the activations are read back.
+    CpuFast,
     /// The f64 reference, on the host; the activations are read back.
     Reference,
 }
 
 impl Reduction {
-    /// The kernels on a wgpu device, the reference on the CPU backend.
-    pub fn for_device(device: &RunDevice) -> Reduction {
-        if device.measures_on_device() {
-            Reduction::Kernels
-        } else {
-            Reduction::Reference
+    /// `probes.reduction` on `device`: `fast` is the kernels on a wgpu device and
+    /// `kernels::fast` on the CPU backend; `reference` is the f64 reference on either.
+    pub fn for_config(device: &RunDevice, choice: ReductionChoice) -> Reduction {
+        match choice {
+            ReductionChoice::Reference => Reduction::Reference,
+            ReductionChoice::Fast if device.measures_on_device() => Reduction::Kernels,
+            ReductionChoice::Fast => Reduction::CpuFast,
         }
+    }
+
+    /// What a config that does not set `probes.reduction` gets on `device`.
+    pub fn for_device(device: &RunDevice) -> Reduction {
+        Reduction::for_config(device, ReductionChoice::default())
+    }
+
+    /// The name the manifest records for each evaluation.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reduction::Kernels => "kernels",
+            Reduction::CpuFast => "cpu_fast",
+            Reduction::Reference => "reference",
+        }
+    }
+
+    /// Whether the activations themselves are read back and reduced on the host.
+    pub fn on_host(self) -> bool {
+        self != Reduction::Kernels
     }
 }
 
@@ -97,7 +120,9 @@ impl Probing<'_> {
         for m in &measured {
             transaction = match self.reduction {
                 Reduction::Kernels => reads.register_kernels(transaction, m),
-                Reduction::Reference => transaction.register(m.vectors.clone()),
+                Reduction::CpuFast | Reduction::Reference => {
+                    transaction.register(m.vectors.clone())
+                }
             };
         }
         for (stats, losses) in &answers {
@@ -129,7 +154,7 @@ impl Probing<'_> {
         for m in &measured {
             let reduced = match self.reduction {
                 Reduction::Kernels => reads.decode_kernels(&mut next, m),
-                Reduction::Reference => reads.reduce_reference(next(), m),
+                host => reads.reduce_on_host(next(), m, host),
             };
             self.push_rows(&mut eval, m, &reads.cols, reduced);
         }
@@ -328,8 +353,8 @@ struct MetricResult {
 /// One measured tensor, reduced.
 struct Reduced {
     metrics: Vec<MetricResult>,
-    /// The per-vector table (`[vectors][columns]`), when it was read back: always from the
-    /// reference, from the kernels only for tensors that write samples.
+    /// The per-vector table (`[vectors][columns]`), when it was read back: always on the host,
+    /// from the kernels only for tensors that write samples.
     per_row: Vec<Vec<f64>>,
 }
 
@@ -473,23 +498,39 @@ impl<'a> Reads<'a> {
         Reduced { metrics, per_row }
     }
 
-    /// Reduces `m`'s read-back activations with the f64 reference.
-    fn reduce_reference(&self, data: Vec<f32>, m: &Measured) -> Reduced {
+    /// Reduces `m`'s read-back activations on the host: with `kernels::fast` (`CpuFast`), which
+    /// computes only the costly columns the plan's metrics read, or with the f64 reference, whose
+    /// results it matches within 1e-6.
+    fn reduce_on_host(&self, data: Vec<f32>, m: &Measured, reduction: Reduction) -> Reduced {
         let width = m.vectors.dims()[1];
-        let per_row = reference::matrix_metrics(&data, width, &self.cols);
+        let is_fast = reduction == Reduction::CpuFast;
+        let per_row = if is_fast {
+            let wanted = fast::Wanted::of(&self.plan.metrics);
+            fast::matrix_metrics_of(&data, width, &self.cols, wanted)
+        } else {
+            reference::matrix_metrics(&data, width, &self.cols)
+        };
         let mut metrics = Vec::new();
         for metric in &self.plan.metrics {
             let (s, quantiles) = if metric.is_per_vector() {
-                let c = self.cols.column(metric);
-                (
-                    reference::aggregate(&per_row, c),
-                    reference::quantiles(&per_row, c, &self.plan.quantiles),
-                )
+                let (c, qs) = (self.cols.column(metric), &self.plan.quantiles);
+                if is_fast {
+                    (
+                        fast::aggregate(&per_row, c),
+                        fast::quantiles(&per_row, c, qs),
+                    )
+                } else {
+                    (
+                        reference::aggregate(&per_row, c),
+                        reference::quantiles(&per_row, c, qs),
+                    )
+                }
+            } else if is_fast {
+                let s = fast::across_vectors(&data, width, &per_row, metric);
+                (s, Vec::new())
             } else {
-                (
-                    reference::across_vectors(&data, width, &per_row, metric),
-                    Vec::new(),
-                )
+                let s = reference::across_vectors(&data, width, &per_row, metric);
+                (s, Vec::new())
             };
             metrics.push(MetricResult {
                 metric: *metric,

@@ -160,7 +160,7 @@ pub fn probe(
         layers: config.model.layers,
         batch_tokens: config.probes.batch_size,
         device: &device.device,
-        reduction: Reduction::for_device(&device),
+        reduction: Reduction::for_config(&device, config.probes.reduction),
         prior: prior.as_ref(),
     };
     let t0 = Instant::now();

@@ -75,7 +75,7 @@ impl Prepared {
             layers: config.model.layers,
             batch_tokens: config.probes.batch_size,
             device: &self.device.device,
-            reduction: Reduction::for_device(&self.device),
+            reduction: Reduction::for_config(&self.device, config.probes.reduction),
             prior: self.prior.as_ref(),
         }
     }
@@ -272,7 +272,8 @@ impl TrainHooks for RunHooks<'_> {
         let t0 = Instant::now();
         self.manifest.parameters = model.num_params();
         let p = self.prepared;
-        let eval = p.probing(self.config).evaluate_into(
+        let probing = p.probing(self.config);
+        let eval = probing.evaluate_into(
             model,
             self.dir,
             step,
@@ -301,6 +302,7 @@ impl TrainHooks for RunHooks<'_> {
             forward_seconds: timing.forward,
             reduce_seconds: timing.reduce,
             write_seconds: timing.write,
+            reduction: probing.reduction.name().into(),
         });
         self.write_manifest()?;
         if self.first.is_none() {

@@ -404,7 +404,26 @@ pub struct ProbesConfig {
     /// Probe tokens per forward pass (samples x tokens); bounds device memory during evaluation.
     #[serde(default = "ProbesConfig::default_batch_size")]
     pub batch_size: usize,
+    /// Who turns activations into metrics: `fast` (the default: the WGSL kernels on a wgpu
+    /// device, the f32 CPU reduction `kernels::fast` on the CPU backend) or `reference` (the f64
+    /// reference on the host, on either device: every activation is read back). Both compute the
+    /// same metrics, agreeing within 1e-6 relative; `reference` is the definition, to check
+    /// against or to rule the fast path out.
+    #[serde(default)]
+    pub reduction: ReductionChoice,
     pub sets: Vec<ProbeSetConfig>,
+}
+
+/// `probes.reduction`; `evaluate::Reduction::for_config` turns it into the reduction that runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReductionChoice {
+    /// The fastest exact path the device has: the WGSL kernels on wgpu, `kernels::fast` on the
+    /// CPU backend.
+    #[default]
+    Fast,
+    /// The f64 reference (`kernels::reference`) on the host.
+    Reference,
 }
 
 impl ProbesConfig {
@@ -834,6 +853,26 @@ mod tests {
                 .unwrap_or_else(|e| panic!("round {round}: {e}\n{yaml}"));
             assert_eq!(back, c, "round {round}:\n{yaml}");
             assert_eq!(back.to_yaml(), yaml, "round {round}");
+        }
+    }
+
+    /// `probes.reduction` defaults to `fast`, reads `reference`, and a wrong value is refused
+    /// with the field's path and the values it takes.
+    #[test]
+    fn probes_reduction_defaults_to_fast_and_names_itself_when_wrong() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/quickstart.yaml");
+        let yaml = std::fs::read_to_string(&path).unwrap();
+        let load = |set: &[&str]| {
+            let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+            Config::from_yaml(&yaml, "quickstart", &set)
+        };
+        assert_eq!(load(&[]).unwrap().probes.reduction, ReductionChoice::Fast);
+        let reference = load(&["probes.reduction=reference"]).unwrap();
+        assert_eq!(reference.probes.reduction, ReductionChoice::Reference);
+        assert!(reference.to_yaml().contains("reduction: reference"));
+        let error = load(&["probes.reduction=f64"]).unwrap_err().to_string();
+        for needle in ["probes.reduction", "`fast`", "`reference`"] {
+            assert!(error.contains(needle), "{needle:?} not in: {error}");
         }
     }
 }

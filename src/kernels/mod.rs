@@ -1,10 +1,12 @@
 //! Density kernels: WGSL sources in `shaders/`, launched through Burn's backend extension, each
-//! with the f64 reference (`reference`) it is tested against.
+//! with the f64 reference (`reference`) it is tested against; and `fast`, the f32 CPU reduction
+//! beside the reference that `device: cpu` measures with, tested against it the same way.
 //!
 //! `summarize` is what an evaluation calls: `[vectors, width]` activations in, a `[columns, 3]`
 //! tensor of (mean, std, n) out, all on the device, so only that small tensor is read back.
 
 pub mod across;
+pub mod fast;
 pub mod reference;
 mod wgsl;
 
