@@ -19,6 +19,135 @@ pub const NO_ADAPTER_HINT: &str = "no wgpu adapter found. Install a Vulkan drive
      Debian/Ubuntu machine without a GPU, Mesa's software driver works: \
      `apt-get install mesa-vulkan-drivers libvulkan1`";
 
+/// Where Vulkan loaders look for installable client drivers (ICDs) when neither
+/// `VK_DRIVER_FILES` nor `VK_ICD_FILENAMES` is set (the loader's Linux defaults).
+const ICD_DIRS: [&str; 3] = [
+    "/usr/share/vulkan/icd.d",
+    "/etc/vulkan/icd.d",
+    "/usr/local/share/vulkan/icd.d",
+];
+
+/// Where NVIDIA's driver packages put their Vulkan ICD. Containers that mount the driver's
+/// libraries often lack this file, which is the usual reason a node with a GPU lists no adapter.
+const NVIDIA_ICDS: [&str; 2] = [
+    "/usr/share/vulkan/icd.d/nvidia_icd.json",
+    "/etc/vulkan/icd.d/nvidia_icd.json",
+];
+
+/// Whether the Vulkan loader can be loaded the way wgpu loads it: `dlopen("libvulkan.so.1")`,
+/// which searches LD_LIBRARY_PATH, the linker cache and the system library directories.
+fn vulkan_loader_loads() -> bool {
+    // SAFETY: dlopen with a valid NUL-terminated name; the handle is closed right away and no
+    // symbol from it is used. Loading runs the library's initialisers, as wgpu's own load would.
+    unsafe {
+        let handle = libc::dlopen(
+            c"libvulkan.so.1".as_ptr(),
+            libc::RTLD_NOW | libc::RTLD_LOCAL,
+        );
+        if handle.is_null() {
+            return false;
+        }
+        libc::dlclose(handle);
+    }
+    true
+}
+
+/// The ICD manifests the loader will read: those the environment names, else every `.json` in
+/// the default directories.
+fn icd_manifests() -> (Option<&'static str>, Vec<String>) {
+    for var in ["VK_DRIVER_FILES", "VK_ICD_FILENAMES"] {
+        if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            let files = std::env::split_paths(&value)
+                .map(|p| p.display().to_string())
+                .collect();
+            return (Some(var), files);
+        }
+    }
+    let mut files: Vec<String> = ICD_DIRS
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    (None, files)
+}
+
+/// Why wgpu found no adapter here, as far as this machine shows it: no Vulkan loader, no driver
+/// manifest (ICD), and on a node with NVIDIA's kernel driver where its manifest usually is.
+/// What `densitrace devices` prints under an empty list, and what a missing adapter's error adds.
+pub fn explain_no_adapter() -> String {
+    let mut lines = Vec::new();
+    if !vulkan_loader_loads() {
+        lines.push(
+            "- No Vulkan loader: libvulkan.so.1 does not load (searched in LD_LIBRARY_PATH, the \
+             linker cache and the system library directories). Install it with `apt-get install \
+             libvulkan1`; without root or network, fetch it elsewhere with `apt-get download \
+             libvulkan1`, then here `dpkg -x libvulkan1_*.deb vulkan && export \
+             LD_LIBRARY_PATH=$PWD/vulkan/usr/lib/x86_64-linux-gnu` (scripts/gpu-check does this \
+             from a folder of .deb files)."
+                .to_string(),
+        );
+    } else {
+        match icd_manifests() {
+            (Some(var), files) => lines.push(format!(
+                "- The Vulkan loader loads; {var} names the driver manifests {}. Each must exist \
+                 and name a driver library that loads; `VK_LOADER_DEBUG=driver densitrace \
+                 devices` shows why one is rejected.",
+                files.join(", ")
+            )),
+            (None, files) if files.is_empty() => lines.push(format!(
+                "- The Vulkan loader loads but finds no driver (ICD): no .json manifest in {}. \
+                 Install the GPU vendor's Vulkan driver (for Mesa's software one: `apt-get \
+                 install mesa-vulkan-drivers`), or point the loader at the vendor's manifest: \
+                 `export VK_DRIVER_FILES=/path/to/vendor_icd.json` (NVIDIA's is usually {}).",
+                ICD_DIRS.join(", "),
+                NVIDIA_ICDS.join(" or ")
+            )),
+            (None, files) => lines.push(format!(
+                "- The Vulkan loader loads and finds the driver manifests {}, but none gave an \
+                 adapter: the library each names must load (`VK_LOADER_DEBUG=driver densitrace \
+                 devices` shows why one is rejected).",
+                files.join(", ")
+            )),
+        }
+    }
+    if std::path::Path::new("/proc/driver/nvidia/version").exists() {
+        let found: Vec<&str> = NVIDIA_ICDS
+            .iter()
+            .copied()
+            .filter(|p| std::path::Path::new(p).is_file())
+            .collect();
+        lines.push(if found.is_empty() {
+            format!(
+                "- NVIDIA's kernel driver is loaded, but its Vulkan manifest is in neither {}. \
+                 Containers often mount the driver's libraries without it: write one, e.g. \
+                 nvidia_icd.json holding {{\"file_format_version\": \"1.0.0\", \"ICD\": \
+                 {{\"library_path\": \"libGLX_nvidia.so.0\", \"api_version\": \"1.3\"}}}}, and \
+                 `export VK_DRIVER_FILES=$PWD/nvidia_icd.json`.",
+                NVIDIA_ICDS.join(" or ")
+            )
+        } else {
+            format!(
+                "- NVIDIA's kernel driver is loaded and its Vulkan manifest is at {}: the \
+                 library it names (libGLX_nvidia.so.0) must load, from the same driver version \
+                 as the kernel module.",
+                found.join(", ")
+            )
+        });
+    }
+    lines.join("\n")
+}
+
+/// `NO_ADAPTER_HINT` and what this machine shows about why: the message of every command that
+/// needs an adapter and finds none.
+pub fn no_adapter_help() -> String {
+    format!("{NO_ADAPTER_HINT}\n{}", explain_no_adapter())
+}
+
 /// One wgpu adapter, as `densitrace devices` lists it and the manifest records it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AdapterSummary {
@@ -80,6 +209,12 @@ fn adapters(backends: wgpu::Backends) -> Vec<AdapterSummary> {
 /// Every adapter wgpu finds on every backend, for `densitrace devices`.
 pub fn list_adapters() -> Vec<AdapterSummary> {
     adapters(wgpu::Backends::all())
+}
+
+/// Whether wgpu finds an adapter on the graphics API CubeCL uses (Vulkan, Metal or DX12); an
+/// OpenGL adapter alone, which `list_adapters` also shows, cannot run the kernels.
+pub fn has_usable_adapter() -> bool {
+    !adapters(wgpu::Backends::PRIMARY).is_empty()
 }
 
 fn rank(kind: wgpu::DeviceType) -> u8 {
@@ -159,7 +294,8 @@ pub fn select(choice: DeviceChoice) -> Result<RunDevice, InputError> {
                 })
             }
             None => Err(InputError::Other(format!(
-                "device: wgpu: {NO_ADAPTER_HINT}"
+                "device: wgpu: {}",
+                no_adapter_help()
             ))),
         },
         DeviceChoice::Auto => match best_adapter() {

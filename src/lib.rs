@@ -3,7 +3,8 @@
 //!
 //! Data flows one way: `config` -> `data` -> `model` -> `evaluate` (probes) -> `kernels` ->
 //! `sink` (tables) in `rundir` (the run directory's layout) -> `report`; `train` drives the loop,
-//! `run` ties one run together and `sweep` runs many.
+//! `run` ties one run together and `sweep` runs many; `selftest` checks a machine's device
+//! against the reference.
 
 pub mod bench;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod report;
 pub mod run;
 pub mod rundir;
 pub mod seed;
+pub mod selftest;
 pub mod sink;
 pub mod summary;
 pub mod sweep;

@@ -1,5 +1,6 @@
 //! The `densitrace` command line.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,9 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand};
 use densitrace::config::{Config, DeviceChoice};
 use densitrace::data::{Dataset, probes};
-use densitrace::error::InputError;
+use densitrace::error::{Exit, InputError};
+use densitrace::metrics::Position;
 use densitrace::run::{Destination, Finish, RunOutcome};
-use densitrace::{bench, device, dump, progress, report, run, summary, sweep};
+use densitrace::{bench, device, dump, progress, report, run, selftest, summary, sweep};
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +21,65 @@ use densitrace::{bench, device, dump, progress, report, run, summary, sweep};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// What `densitrace sweep` does.
+#[derive(Subcommand)]
+enum SweepAction {
+    /// Create a sweep from a sweep file and run its cells here, `--jobs` at a time, or submit it
+    /// to Slurm as a job array (`--slurm`).
+    Run {
+        /// The sweep file (YAML).
+        file: PathBuf,
+        /// Cells at once on this machine (default: half the cores, at least 2 where there are 2).
+        #[arg(long, value_name = "N", conflicts_with = "slurm")]
+        jobs: Option<usize>,
+        /// Directory the sweep directory is created under.
+        #[arg(long, default_value = "runs")]
+        out: PathBuf,
+        /// Override a value of every cell's config, after the sweep file's `set` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Submit the sweep to Slurm as a job array (one task a cell) with sbatch, instead of
+        /// running it here.
+        #[arg(long)]
+        slurm: bool,
+        /// With --slurm: at most this many cells at once (the array's %P; default: all).
+        #[arg(long, value_name = "P", requires = "slurm")]
+        max_parallel: Option<usize>,
+        /// With --slurm: an extra #SBATCH line, e.g. --sbatch-arg=--partition=gpu (repeatable).
+        #[arg(
+            long,
+            value_name = "ARG",
+            requires = "slurm",
+            allow_hyphen_values = true
+        )]
+        sbatch_arg: Vec<String>,
+        /// With --slurm: write slurm.sbatch but do not submit it.
+        #[arg(long, requires = "slurm")]
+        dry_run: bool,
+    },
+    /// Continue a sweep here: skip done cells, resume interrupted ones from their newest
+    /// checkpoint, rerun failed ones.
+    Resume {
+        /// The sweep directory (OUT/<name>/<sweep_id>/).
+        dir: PathBuf,
+        /// Cells at once on this machine (default: half the cores, at least 2 where there are 2).
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+    },
+    /// Print the table of a sweep's cells and their states.
+    Status {
+        /// The sweep directory.
+        dir: PathBuf,
+    },
+    /// Run (or continue) one cell in the foreground: what each Slurm array task runs.
+    Cell {
+        /// The sweep directory.
+        dir: PathBuf,
+        /// The cell's index (the number its name starts with).
+        index: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -50,20 +111,28 @@ enum Command {
     /// Run a grid of seeds and settings (a sweep file), here or on a Slurm cluster; each cell is
     /// an ordinary run under OUT/<name>/<sweep_id>/cells/.
     ///
-    /// Exit codes: 0 every cell done (--status, --slurm: printed or written), 1 a cell failed or
+    /// `sweep run FILE`, `sweep resume DIR`, `sweep status DIR`, `sweep cell DIR INDEX`. The
+    /// earlier spellings (`sweep FILE`, `--resume DIR`, `--status DIR`, `--cell INDEX DIR`) still
+    /// work for this release, hidden from --help.
+    ///
+    /// Exit codes: 0 every cell done (status, --slurm: printed or written), 1 a cell failed or
     /// diverged, or an error (e.g. sbatch refused the script), 2 bad input (nothing created; also
     /// two cells with the same config, a sweep or cell already being run by another live process),
-    /// 130 stopped by SIGINT or SIGTERM (continue with --resume).
+    /// 130 stopped by SIGINT or SIGTERM (continue with `sweep resume`).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Sweep {
-        /// The sweep file (YAML); with --cell, the sweep directory.
+        #[command(subcommand)]
+        action: Option<SweepAction>,
+        /// Old spelling of `sweep run FILE` (and, with --cell, of `sweep cell DIR INDEX`).
+        #[arg(hide = true)]
         #[arg(required_unless_present_any = ["resume", "status"])]
         path: Option<PathBuf>,
         /// Continue this sweep: skip done cells, resume interrupted ones from their newest
         /// checkpoint, rerun failed ones.
-        #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["path", "status", "slurm"])]
+        #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["path", "status", "slurm"], hide = true)]
         resume: Option<PathBuf>,
         /// Print the table of this sweep's cells and their states.
-        #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["path", "slurm"])]
+        #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["path", "slurm"], hide = true)]
         status: Option<PathBuf>,
         /// Run (or continue) only this cell of the sweep directory given as PATH: what each
         /// Slurm array task runs.
@@ -71,34 +140,36 @@ enum Command {
             long,
             value_name = "INDEX",
             requires = "path",
-            conflicts_with = "slurm"
+            conflicts_with = "slurm",
+            hide = true
         )]
         cell: Option<usize>,
         /// Cells at once on this machine (default: half the cores, at least 2 where there are 2).
-        #[arg(long, value_name = "N", conflicts_with_all = ["status", "cell", "slurm"])]
+        #[arg(long, value_name = "N", conflicts_with_all = ["status", "cell", "slurm"], hide = true)]
         jobs: Option<usize>,
         /// Directory the sweep directory is created under.
-        #[arg(long, default_value = "runs", conflicts_with_all = ["resume", "status", "cell"])]
+        #[arg(long, default_value = "runs", conflicts_with_all = ["resume", "status", "cell"], hide = true)]
         out: PathBuf,
         /// Override a value of every cell's config, after the sweep file's `set` (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with_all = ["resume", "status", "cell"])]
+        #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with_all = ["resume", "status", "cell"], hide = true)]
         overrides: Vec<String>,
         /// Create the sweep and submit it to Slurm as a job array (one task a cell) with sbatch.
-        #[arg(long)]
+        #[arg(long, hide = true)]
         slurm: bool,
         /// With --slurm: at most this many cells at once (the array's %P; default: all).
-        #[arg(long, value_name = "P", requires = "slurm")]
+        #[arg(long, value_name = "P", requires = "slurm", hide = true)]
         max_parallel: Option<usize>,
         /// With --slurm: an extra #SBATCH line, e.g. --sbatch-arg=--partition=gpu (repeatable).
         #[arg(
             long,
             value_name = "ARG",
             requires = "slurm",
-            allow_hyphen_values = true
+            allow_hyphen_values = true,
+            hide = true
         )]
         sbatch_arg: Vec<String>,
         /// With --slurm: write slurm.sbatch but do not submit it.
-        #[arg(long, requires = "slurm")]
+        #[arg(long, requires = "slurm", hide = true)]
         dry_run: bool,
     },
     /// Check the config and its data (read, split, tokenized, probe sets drawn), print the
@@ -148,9 +219,9 @@ enum Command {
         /// The site the figures and headline show.
         #[arg(long, default_value = "final.norm")]
         site: String,
-        /// The position the figures and headline show: last or all.
-        #[arg(long, default_value = "last")]
-        position: String,
+        /// The position the figures and headline show.
+        #[arg(long, value_enum, default_value_t = Position::Last)]
+        position: Position,
         /// Draw steps on a log scale (for log-spaced, Pythia-style schedules).
         #[arg(long)]
         log_x: bool,
@@ -198,7 +269,29 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
-    /// List every wgpu adapter with its backend and type.
+    /// Check this machine's device before trusting it: every WGSL kernel against the f64
+    /// reference (widths 1 to 8192, ties, zeros, huge, tiny and non-finite values), the model's
+    /// forward pass and one training step, and a short run that may read back only summaries.
+    /// Prints a table with each metric's largest error and its tolerance.
+    ///
+    /// Exit codes: 0 every check passed (skipped ones say why), 1 a check failed (named), 2 bad
+    /// input or no such device (with what to install).
+    Selftest {
+        /// Which device to check (auto: a hardware GPU if there is one, else the CPU backend,
+        /// where the WGSL kernels do not run and its fast f32 reduction is checked against the
+        /// f64 reference instead).
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+        /// Smaller inputs and no 530,000-row dispatch check (about a minute on llvmpipe); what
+        /// CI runs. The full form is what tests/kernels.rs runs.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the results as JSON to this file (its directory must exist).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// List every wgpu adapter with its backend and type; with none, say why (no Vulkan loader,
+    /// no driver manifest) and what to install or set.
     ///
     /// Exit codes: 0 always (no adapter is reported, not an error).
     Devices,
@@ -215,9 +308,9 @@ enum Command {
         /// The full site name, e.g. blocks.1.mlp.post or final.norm.
         #[arg(long)]
         site: String,
-        /// last (the prompt's last token) or all (every prompt token).
-        #[arg(long, default_value = "last")]
-        position: String,
+        /// Which token's vectors: the prompt's last, or every prompt token's.
+        #[arg(long, value_enum, default_value_t = Position::Last)]
+        position: Position,
         /// The shift level, for probe sets with several.
         #[arg(long)]
         level: Option<f64>,
@@ -231,6 +324,7 @@ enum Command {
 static STOP: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
+    private_runtime_dir();
     progress::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -260,6 +354,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Sweep {
+            action,
             path,
             resume,
             status,
@@ -267,11 +362,38 @@ fn main() -> ExitCode {
             jobs,
             out,
             overrides,
-            slurm,
-            max_parallel,
-            sbatch_arg,
-            dry_run,
+            mut slurm,
+            mut max_parallel,
+            mut sbatch_arg,
+            mut dry_run,
         } => {
+            // Each subcommand as the flags of the earlier spelling it replaces, so both take one
+            // path below.
+            let (path, resume, status, cell, jobs, out, overrides) = match action {
+                None => (path, resume, status, cell, jobs, out, overrides),
+                Some(SweepAction::Run {
+                    file,
+                    jobs,
+                    out,
+                    overrides,
+                    slurm: s,
+                    max_parallel: m,
+                    sbatch_arg: a,
+                    dry_run: d,
+                }) => {
+                    (slurm, max_parallel, sbatch_arg, dry_run) = (s, m, a, d);
+                    (Some(file), None, None, None, jobs, out, overrides)
+                }
+                Some(SweepAction::Resume { dir, jobs }) => {
+                    (None, Some(dir), None, None, jobs, out, overrides)
+                }
+                Some(SweepAction::Status { dir }) => {
+                    (None, None, Some(dir), None, jobs, out, overrides)
+                }
+                Some(SweepAction::Cell { dir, index }) => {
+                    (Some(dir), None, None, Some(index), jobs, out, overrides)
+                }
+            };
             let outcome = (|| -> anyhow::Result<Option<sweep::SweepOutcome>> {
                 if let Some(dir) = status {
                     let (dir, _) = sweep::SweepDir::open_to_read(&dir)?;
@@ -294,7 +416,7 @@ fn main() -> ExitCode {
                     if !dry_run {
                         let job = sweep::submit(&script)?;
                         println!(
-                            "submitted job array {job}; follow it with: densitrace sweep --status {}",
+                            "submitted job array {job}; follow it with: densitrace sweep status {}",
                             dir.root.display()
                         );
                     }
@@ -317,13 +439,13 @@ fn main() -> ExitCode {
                         counts.join(", "),
                         outcome.dir.display()
                     );
-                    if outcome.exit_code() == 130 {
+                    if outcome.exit() == Exit::Interrupted {
                         eprintln!(
-                            "interrupted; continue with: densitrace sweep --resume {}",
+                            "interrupted; continue with: densitrace sweep resume {}",
                             outcome.dir.display()
                         );
                     }
-                    return ExitCode::from(outcome.exit_code());
+                    return outcome.exit().into();
                 }
                 Err(e) => Err(e),
             }
@@ -345,26 +467,22 @@ fn main() -> ExitCode {
             position,
             level,
             output,
-        } => position
-            .parse()
-            .map_err(|e: String| anyhow::Error::from(InputError::Other(format!("--position: {e}"))))
-            .and_then(|position| {
-                let shape = dump::dump(&dump::DumpRequest {
-                    run_dir: &run_dir,
-                    probe: &probe,
-                    site: &site,
-                    position,
-                    level,
-                    out: &output,
-                })?;
-                println!(
-                    "wrote {} ({} x {} float32)",
-                    output.display(),
-                    shape[0],
-                    shape[1]
-                );
-                Ok(())
-            }),
+        } => dump::dump(&dump::DumpRequest {
+            run_dir: &run_dir,
+            probe: &probe,
+            site: &site,
+            position,
+            level,
+            out: &output,
+        })
+        .map(|shape| {
+            println!(
+                "wrote {} ({} x {} float32)",
+                output.display(),
+                shape[0],
+                shape[1]
+            )
+        }),
         Command::Probe {
             run_dir,
             config,
@@ -406,7 +524,7 @@ fn main() -> ExitCode {
                         out: output.as_deref(),
                         metric: metric.as_deref(),
                         site: &site,
-                        position: &position,
+                        position: position.name(),
                         log_x,
                         settings: report::tables::Settings {
                             boot: report::stats::Bootstrap {
@@ -449,10 +567,35 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Command::Selftest {
+            device,
+            quick,
+            json,
+        } => writable_json(json.as_deref())
+            .and_then(|()| selftest::selftest(selftest::SelftestOptions { device, quick }))
+            .and_then(|report| {
+                print!("{}", report.table());
+                if let Some(path) = &json {
+                    let text = serde_json::to_string_pretty(&report)?;
+                    std::fs::write(path, text).map_err(|e| {
+                        InputError::Other(format!("--json {}: {e}", path.display()))
+                    })?;
+                }
+                let failures = report.failures();
+                if !failures.is_empty() {
+                    anyhow::bail!("selftest failed: {}", failures.join("; "));
+                }
+                Ok(())
+            }),
         Command::Devices => {
             let adapters = device::list_adapters();
             if adapters.is_empty() {
-                println!("{}", device::NO_ADAPTER_HINT);
+                println!("{}", device::no_adapter_help());
+            } else if !device::has_usable_adapter() {
+                println!(
+                    "none of these adapters is on Vulkan, Metal or DX12, which densitrace needs:\n{}",
+                    device::explain_no_adapter()
+                );
             }
             for a in adapters {
                 println!(
@@ -464,15 +607,65 @@ fn main() -> ExitCode {
         }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success.into(),
         Err(e) => {
             eprintln!("error: {e:#}");
             if e.chain().any(|c| c.downcast_ref::<InputError>().is_some()) {
-                ExitCode::from(2)
+                Exit::BadInput.into()
             } else {
-                ExitCode::FAILURE
+                Exit::Failure.into()
             }
         }
+    }
+}
+
+/// Bad input unless `--json FILE` can be created: its directory must exist. Checked before any
+/// work, so a typo costs nothing and leaves nothing behind.
+fn writable_json(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(InputError::Other(format!(
+            "--json {}: the directory {} does not exist",
+            path.display(),
+            parent.display()
+        ))
+        .into());
+    }
+    if path.is_dir() {
+        return Err(InputError::Other(format!("--json {}: is a directory", path.display())).into());
+    }
+    Ok(())
+}
+
+/// On a headless machine Mesa's Vulkan drivers look for a Wayland display and, with
+/// `XDG_RUNTIME_DIR` unset, print "error: XDG_RUNTIME_DIR is invalid or not set in the
+/// environment", which reads like a failure of ours. Where it is unset or names no directory,
+/// point it at a private one (mode 0700 under the temporary directory, one per user), so the probe
+/// finds no display and says nothing. Called first in `main`, before any thread exists, which is
+/// what makes changing the environment sound.
+fn private_runtime_dir() {
+    let usable = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| PathBuf::from(d).is_dir());
+    if usable {
+        return;
+    }
+    // SAFETY: getuid(2) cannot fail and has no side effects.
+    let uid = unsafe { libc::getuid() };
+    let dir = std::env::temp_dir().join(format!("densitrace-runtime-{uid}"));
+    let private = std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists if dir.is_dir() => Ok(()),
+            _ => Err(e),
+        });
+    if private.is_ok() {
+        // SAFETY: no other thread exists yet (see above), so nothing reads the environment while
+        // it changes.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
     }
 }
 
@@ -485,7 +678,7 @@ fn stop_on_signals(message: &'static str) {
     let installed = ctrlc::set_handler(move || {
         if STOP.swap(true, Ordering::SeqCst) && !supervised {
             eprintln!("second signal: exiting now");
-            std::process::exit(130);
+            std::process::exit(Exit::Interrupted.code().into());
         }
         eprintln!("{message}");
     });
@@ -506,13 +699,13 @@ fn finish(outcome: RunOutcome) -> ExitCode {
     }
     println!("results: {}", outcome.dir.display());
     match outcome.finish {
-        Finish::Completed => ExitCode::SUCCESS,
+        Finish::Completed => Exit::Success.into(),
         Finish::Interrupted(step) => {
             eprintln!(
                 "interrupted after step {step}; continue with: densitrace run --resume {}",
                 outcome.dir.display()
             );
-            ExitCode::from(130)
+            Exit::Interrupted.into()
         }
         Finish::Diverged(step) => {
             eprintln!(
@@ -520,7 +713,7 @@ fn finish(outcome: RunOutcome) -> ExitCode {
                  that step is evaluated and checkpointed in {})",
                 outcome.dir.display()
             );
-            ExitCode::from(3)
+            Exit::Diverged.into()
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Metric names, their parameters, and the column layout every kernel and the reference share.
 //!
-//! Definitions (docs/science.md; `h` one activation vector of width d, `a = |h|`):
+//! Definitions (docs/metrics.md; `h` one activation vector of width d, `a = |h|`):
 //! - `l1`, `l2`: ||h||_1, ||h||_2.
 //! - `hoyer`: (sqrt(d) - ||h||_1/||h||_2) / (sqrt(d) - 1). Higher = sparser.
 //! - `participation_ratio`: (sum h^2)^2 / sum h^4 / d. Lower = sparser.
@@ -106,8 +106,8 @@ impl MetricSpec {
             .unwrap_or(measured[0])
     }
 
-    /// Whether a sparser vector (or probe set) has a higher value: the README's "sparser means"
-    /// column. `None` for what does not measure sparsity: scale (`l1`, `l2`), tails
+    /// Whether a sparser vector (or probe set) has a higher value: the "sparser means" column of
+    /// docs/metrics.md. `None` for what does not measure sparsity: scale (`l1`, `l2`), tails
     /// (`kurtosis`), health (`nonfinite`) and `rankme` (diversity across vectors).
     pub fn sparser_when_higher(&self) -> Option<bool> {
         use MetricSpec::*;
@@ -342,6 +342,37 @@ impl Columns {
         self.moments_count() + self.order_count()
     }
 
+    /// Each column's metric name in layout order, as configs write them (`near_zero@0.001`), so
+    /// a check that compares the table column by column can name what failed.
+    pub fn names(&self) -> Vec<String> {
+        use MetricSpec::*;
+        let fixed = [
+            Nonfinite,
+            L1,
+            L2,
+            Hoyer,
+            ParticipationRatio,
+            EffRank,
+            EffRankL1,
+            L0MeanStd,
+            Kurtosis,
+        ];
+        let mut names: Vec<String> = fixed.iter().map(MetricSpec::to_string).collect();
+        // The thresholds are stored as f32: their own Display gives the name a config would use.
+        names.extend(self.near_zero.iter().map(|e| format!("near_zero@{e}")));
+        names.extend(
+            self.near_zero_rel
+                .iter()
+                .map(|r| format!("near_zero_rel@{r}")),
+        );
+        if self.order {
+            names.extend([Gini.to_string(), MaxOverMedian.to_string()]);
+            names.extend(self.topk.iter().map(|&f| TopkEnergy(f).to_string()));
+        }
+        debug_assert_eq!(names.len(), self.count());
+        names
+    }
+
     /// The k of each top-k fraction at width `d`: max(1, floor(f d)).
     pub fn topk_counts(&self, d: usize) -> Vec<usize> {
         self.topk
@@ -434,7 +465,7 @@ impl SiteKind {
 }
 
 /// Which token positions of each probe sample are measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Position {
     /// The last prompt token: the one whose state predicts the answer (the paper's choice).
     Last,
@@ -509,6 +540,17 @@ mod tests {
         }
         for name in ["last", "all"] {
             assert_eq!(name.parse::<Position>().unwrap().to_string(), name);
+        }
+    }
+
+    /// `names` labels each column with the metric `column` puts there.
+    #[test]
+    fn column_names_follow_the_layout() {
+        let cols = Columns::for_metrics(DEFAULT_METRICS);
+        let names = cols.names();
+        assert_eq!(names.len(), cols.count());
+        for metric in DEFAULT_METRICS {
+            assert_eq!(names[cols.column(metric)], metric.to_string(), "{metric}");
         }
     }
 

@@ -5,6 +5,9 @@
 mod common;
 
 use common::cli::bin;
+use densitrace::evaluate::Reduction;
+use densitrace::rundir::FinishedRun;
+use densitrace::selftest::expected_readback_bytes;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -254,10 +257,34 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn a_cpu_run_writes_every_evaluation_as_valid_parquet() {
     let run = run(TINY, &[]);
     check_run(&run, &[0, 6, 12], "cpu");
-    let manifest = std::fs::read_to_string(run.join("manifest.json")).unwrap();
-    // On the CPU backend the activations themselves are read back: 4 sets x 3 sites x
-    // (16 + 48 vectors) x width (16, or 32 for mlp.post) x 4 bytes, plus answer stats.
-    assert!(manifest.contains("\"readback_bytes\""));
+    // On the CPU backend the activations themselves are read back: 4 sets x (16 + 48 vectors) x
+    // the widths of the 3 sites (16, 32 for mlp.post, 16), plus per set 8 answer statistics and
+    // the 16 samples' two losses; 4 bytes each.
+    let bytes = (4 * ((16 + 48) * (16 + 32 + 16) + 8 + 2 * 16) * 4) as u64;
+    let recorded: Vec<u64> = recorded_bytes(&run);
+    assert_eq!(recorded, vec![bytes; 3]);
+    // Any host reduction (kernels::fast, the reference) reads back the same activations.
+    assert_eq!(expected_bytes(&run, Reduction::Reference), recorded);
+}
+
+/// Each evaluation's `readback_bytes`, from the manifest.
+fn recorded_bytes(run: &Path) -> Vec<u64> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    manifest["evaluations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["readback_bytes"].as_u64().unwrap())
+        .collect()
+}
+
+/// What `densitrace selftest` expects each evaluation of the run to read back, one entry per
+/// evaluation recorded.
+fn expected_bytes(run: &Path, reduction: Reduction) -> Vec<u64> {
+    let finished = FinishedRun::open(run).unwrap();
+    let want = expected_readback_bytes(&finished.config, &finished.probe_sets, reduction);
+    vec![want; recorded_bytes(run).len()]
 }
 
 #[test]
@@ -295,6 +322,12 @@ fn a_wgpu_run_trains_and_measures_with_the_kernels() {
     assert_eq!(
         bytes,
         (4 * (3 * 2 * per_measured + covariances + 8 + samples) * 4) as u64
+    );
+    // The selftest's derivation from the plan agrees with this hand count on every evaluation.
+    assert_eq!(
+        expected_bytes(&run, Reduction::Kernels),
+        vec![bytes; 3],
+        "selftest::expected_readback_bytes"
     );
     for path in density {
         let b = read(&path);
@@ -477,4 +510,23 @@ fn dump_and_per_sample_output_reproduce_the_density_table() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
         assert!(!run.join("bad.npy").exists());
     }
+}
+
+/// With `XDG_RUNTIME_DIR` unset (a headless machine, a batch job), Mesa's Vulkan drivers print
+/// "error: XDG_RUNTIME_DIR is invalid or not set", which reads like a failure; densitrace points
+/// the variable at a private directory first, so a command that loads the drivers prints no such
+/// line.
+#[test]
+fn a_headless_command_that_loads_the_vulkan_drivers_prints_no_runtime_dir_error() {
+    let output = bin()
+        .arg("devices")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("XDG_RUNTIME_DIR"),
+        "a headless command printed Mesa's runtime-dir error: {stderr}"
+    );
 }

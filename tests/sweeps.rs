@@ -102,6 +102,7 @@ fn spawn_sweep(file: &Path, out: &Path, jobs: usize) -> std::process::Child {
     bin()
         .args([
             "sweep",
+            "run",
             file.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
@@ -115,7 +116,8 @@ fn spawn_sweep(file: &Path, out: &Path, jobs: usize) -> std::process::Child {
 }
 
 /// The sweep `file` created under `out/grid` (every cell's config validated) and not run:
-/// `--slurm --dry-run` writes the array script without submitting it.
+/// `--slurm --dry-run` writes the array script without submitting it. Spelled the earlier way
+/// (`sweep FILE`, without `run`), which stays a hidden alias for one release.
 fn create_without_running(file: &Path, out: &Path) -> PathBuf {
     expect_success(&[
         "sweep",
@@ -134,6 +136,7 @@ fn local_sweep(tmp: &Path, name: &str) -> PathBuf {
     let out = tmp.join(name);
     let stdout = expect_success(&[
         "sweep",
+        "run",
         file.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
@@ -185,7 +188,7 @@ fn a_local_sweep_runs_every_cell_as_an_ordinary_run() {
         npy.to_str().unwrap(),
     ]);
 
-    let status = expect_success(&["sweep", "--status", dir.to_str().unwrap()]);
+    let status = expect_success(&["sweep", "status", dir.to_str().unwrap()]);
     assert!(
         status.contains(CELLS[2]) && status.contains("4 cells: 4 done"),
         "{status}"
@@ -283,7 +286,7 @@ fn a_killed_sweep_resumes_every_cell_to_the_same_tables() {
         .map(|(c, _)| (*c, started(c)))
         .collect();
 
-    let stdout = expect_success(&["sweep", "--resume", dir.to_str().unwrap()]);
+    let stdout = expect_success(&["sweep", "resume", dir.to_str().unwrap()]);
     assert!(stdout.contains("cells: 4 done"), "{stdout}");
     for (name, state) in CELLS.iter().zip(&before) {
         let cell = dir.join("cells").join(name);
@@ -298,7 +301,7 @@ fn a_killed_sweep_resumes_every_cell_to_the_same_tables() {
         assert_eq!(started(name), start, "{name} ran again");
     }
     // Resuming a finished sweep runs nothing and says so.
-    let stdout = expect_success(&["sweep", "--resume", dir.to_str().unwrap()]);
+    let stdout = expect_success(&["sweep", "resume", dir.to_str().unwrap()]);
     assert!(stdout.contains("cells: 4 done"), "{stdout}");
 }
 
@@ -363,7 +366,7 @@ fn stop_with(signal: i32, group: bool) {
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("sweep --resume"), "{stderr}");
+    assert!(stderr.contains("sweep resume"), "{stderr}");
     assert_eq!(states(&dir)[..2], ["interrupted", "interrupted"]);
     assert_eq!(states(&dir)[2..], ["pending", "pending"]);
     for cell in &CELLS[..2] {
@@ -444,7 +447,7 @@ fn bad_sweeps_exit_2_naming_file_and_key_and_create_nothing() {
     let (code, stderr) = run_cli(&["sweep", "--cell", "4", dir.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("--cell 4") && stderr.contains("0..=3"),
+        stderr.contains("cell 4:") && stderr.contains("0..=3"),
         "{stderr}"
     );
     let yaml = dir.join("sweep.yaml");
@@ -566,7 +569,7 @@ fn shipped_sweeps_resolve_and_their_cells_run() {
         let cells = record(&dir)["cells"].as_array().unwrap().len();
         let last = (cells - 1).to_string();
         for cell in ["0", last.as_str()] {
-            let stdout = expect_success(&["sweep", "--cell", cell, dir.to_str().unwrap()]);
+            let stdout = expect_success(&["sweep", "cell", dir.to_str().unwrap(), cell]);
             assert!(
                 stdout.contains(" done in "),
                 "{}: cell {cell}: {stdout}",

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::record::{Cell, CellState, SweepDir, counts};
-use crate::error::InputError;
+use crate::error::{Exit, InputError};
 use crate::rundir::{self, RunDir, RunStatus};
 
 /// Set in a cell's environment: its run then stops after a checkpoint however many signals come.
@@ -21,8 +21,8 @@ pub const SUPERVISED_ENV: &str = "DENSITRACE_SWEEP_CELL";
 
 /// What a cell needs next.
 enum Next {
-    /// Its run already ended this way (with this exit code); nothing to run.
-    Ended(CellState, i32),
+    /// Its run already ended this way (with this exit); nothing to run.
+    Ended(CellState, Exit),
     Run(Command),
 }
 
@@ -37,14 +37,14 @@ pub struct SweepOutcome {
 }
 
 impl SweepOutcome {
-    /// 0 when every cell is done, 130 when stopped by a signal, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
+    /// Success when every cell is done, Interrupted when stopped by a signal, Failure otherwise.
+    pub fn exit(&self) -> Exit {
         if self.interrupted {
-            130
-        } else if self.counts.keys().all(|s| *s == "done") {
-            0
+            Exit::Interrupted
+        } else if self.counts.keys().all(|s| *s == CellState::Done.name()) {
+            Exit::Success
         } else {
-            1
+            Exit::Failure
         }
     }
 }
@@ -69,8 +69,10 @@ impl SweepDir {
         if dir.path(rundir::MANIFEST).exists() {
             let manifest = dir.read_manifest()?;
             match manifest.status {
-                RunStatus::Completed => return Ok(Next::Ended(CellState::Done, 0)),
-                RunStatus::Diverged => return Ok(Next::Ended(CellState::Diverged, 3)),
+                RunStatus::Completed => return Ok(Next::Ended(CellState::Done, Exit::Success)),
+                RunStatus::Diverged => {
+                    return Ok(Next::Ended(CellState::Diverged, Exit::Diverged));
+                }
                 RunStatus::Running | RunStatus::Interrupted => {
                     command.arg("run").arg("--resume").arg(&run_dir)
                 }
@@ -94,8 +96,8 @@ impl SweepDir {
     /// Starts `cell`'s run with its output appended to the cell's log (earlier attempts stay).
     fn start(&self, cell: &Cell) -> Result<Option<Child>> {
         match self.next(cell)? {
-            Next::Ended(state, code) => {
-                self.set_state(cell.index, state, Some(code), None);
+            Next::Ended(state, exit) => {
+                self.set_state(cell.index, state, Some(exit.code().into()), None);
                 Ok(None)
             }
             Next::Run(mut command) => {
@@ -246,7 +248,7 @@ pub fn run_cell(dir: &SweepDir, index: usize, stop: &AtomicBool) -> Result<Sweep
     let record = dir.read()?;
     let cell = record.cells.get(index).cloned().ok_or_else(|| {
         InputError::Other(format!(
-            "--cell {index}: the sweep has cells 0..={}",
+            "cell {index}: the sweep has cells 0..={}",
             record.cells.len() - 1
         ))
     })?;

@@ -18,7 +18,8 @@
 //!   logs/007-seed=3,model.activation=silu.log        each cell's stdout and stderr, appended
 //!   sweep.json.lock                  the lock every change of sweep.json is made under
 //!   sweep.lock                       held while a process runs the sweep: exclusively by a
-//!                                    local sweep (or --resume), shared by each `--cell` task
+//!                                    local sweep (or `sweep resume`), shared by each
+//!                                    `sweep cell` task
 //!   locks/007-....lock               held by the process that runs (supervises) that cell
 //!   slurm.sbatch                     with --slurm: the job array, one task a cell
 //! ```
@@ -30,10 +31,10 @@
 //! Slurm tasks, never lose each other's state.
 //!
 //! Two processes never run one sweep or one cell at once: a local sweep holds `sweep.lock`
-//! exclusively, so a second `--resume` (or a `--cell` task) is refused with exit 2; each `--cell`
-//! task holds it shared and its cell's lock exclusively, so a second `--cell` on a cell being run
-//! is refused with exit 2 and changes nothing. The locks are OS locks, released when their holder
-//! dies. Every read of `sweep.json` reconciles each cell with its run: a run whose manifest says
+//! exclusively, so a second `sweep resume` (or a `sweep cell` task) is refused with exit 2; each
+//! `sweep cell` task holds it shared and its cell's lock exclusively, so a second `sweep cell` on a
+//! cell being run is refused with exit 2 and changes nothing. The locks are OS locks, released
+//! when their holder dies. Every read of `sweep.json` reconciles each cell with its run: a run whose manifest says
 //! completed (or diverged) is `done` (`diverged`) whatever was recorded, and a `running` cell whose
 //! lock nobody holds (its process was killed) is `interrupted`.
 //!

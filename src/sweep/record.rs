@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::error::InputError;
+use crate::error::{Exit, InputError};
 use crate::seed::fingerprint;
 
 use super::plan::plan;
@@ -36,11 +36,11 @@ pub enum CellState {
 impl CellState {
     /// The state a cell's `densitrace run` exit code means (`run`'s documented codes).
     pub(super) fn from_exit(code: Option<i32>) -> CellState {
-        match code {
-            Some(0) => CellState::Done,
-            Some(3) => CellState::Diverged,
-            Some(130) => CellState::Interrupted,
-            _ => CellState::Failed,
+        match code.and_then(Exit::from_code) {
+            Some(Exit::Success) => CellState::Done,
+            Some(Exit::Diverged) => CellState::Diverged,
+            Some(Exit::Interrupted) => CellState::Interrupted,
+            Some(Exit::Failure | Exit::BadInput) | None => CellState::Failed,
         }
     }
 
@@ -64,7 +64,7 @@ impl CellState {
 /// One cell of `sweep.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cell {
-    /// Its position in the grid's product (the first key outermost); `--cell` takes it.
+    /// Its position in the grid's product (the first key outermost); `sweep cell` takes it.
     pub index: usize,
     /// `007-seed=3,model.activation=silu`: its config, run directory and log are named by it.
     pub name: String,
@@ -107,7 +107,7 @@ pub struct SweepDir {
 }
 
 impl SweepDir {
-    /// Opens a sweep to read its state (`--status`), refusing a directory that is not one.
+    /// Opens a sweep to read its state (`sweep status`), refusing a directory that is not one.
     pub fn open_to_read(root: &Path) -> Result<(SweepDir, SweepRecord), InputError> {
         let dir = SweepDir {
             root: root.to_path_buf(),
@@ -165,11 +165,11 @@ impl SweepDir {
         match status {
             Some(RunStatus::Completed) if cell.state != CellState::Done => {
                 cell.state = CellState::Done;
-                cell.exit_code = Some(0);
+                cell.exit_code = Some(Exit::Success.code().into());
             }
             Some(RunStatus::Diverged) if cell.state != CellState::Diverged => {
                 cell.state = CellState::Diverged;
-                cell.exit_code = Some(3);
+                cell.exit_code = Some(Exit::Diverged.code().into());
             }
             _ if cell.state == CellState::Running && !self.cell_is_held(cell) => {
                 cell.state = CellState::Interrupted;
@@ -222,7 +222,7 @@ impl SweepDir {
         }
         Err(InputError::Other(format!(
             "cell {} ({}) is being run by another live densitrace process; wait for it (see \
-             densitrace sweep --status {})",
+             densitrace sweep status {})",
             cell.index,
             cell.name,
             self.root.display()
@@ -230,7 +230,7 @@ impl SweepDir {
     }
 
     /// Takes the sweep's lock: exclusively for a process that runs the whole sweep, shared for
-    /// a `--cell` task. Refused (exit 2) when a process holds it in a conflicting way.
+    /// a `sweep cell` task. Refused (exit 2) when a process holds it in a conflicting way.
     pub fn lock_sweep(&self, exclusive: bool) -> Result<SweepLock, InputError> {
         let path = self.root.join("sweep.lock");
         let file = fs::OpenOptions::new()
@@ -248,7 +248,7 @@ impl SweepDir {
             Ok(()) => Ok(SweepLock(file)),
             Err(fs::TryLockError::WouldBlock) => Err(InputError::Other(format!(
                 "{} is being run by another live densitrace process ({}); wait for it to end \
-                 (densitrace sweep --status shows its cells)",
+                 (densitrace sweep status shows its cells)",
                 self.root.display(),
                 if exclusive {
                     "a local sweep, a --resume or --cell tasks"
@@ -356,7 +356,7 @@ pub(super) fn counts(record: &SweepRecord) -> BTreeMap<&'static str, usize> {
     counts
 }
 
-/// The `--status` table.
+/// The `sweep status` table.
 pub fn status_table(dir: &SweepDir) -> Result<String> {
     let record = dir.read()?;
     let width = record.cells.iter().map(|c| c.name.len()).max().unwrap_or(4);

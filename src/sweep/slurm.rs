@@ -1,4 +1,4 @@
-//! Slurm: a job array with one task a cell, each task running `densitrace sweep --cell`.
+//! Slurm: a job array with one task a cell, each task running `densitrace sweep cell`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use crate::error::InputError;
 use crate::rundir::write_atomic;
 
 /// Writes `slurm.sbatch`: a job array with one task a cell, at most `max_parallel` at once, each
-/// running `densitrace sweep --cell $SLURM_ARRAY_TASK_ID SWEEP_DIR` with this binary.
+/// running `densitrace sweep cell SWEEP_DIR $SLURM_ARRAY_TASK_ID` with this binary.
 pub fn write_sbatch(
     dir: &SweepDir,
     max_parallel: usize,
@@ -39,7 +39,7 @@ pub fn write_sbatch(
         script.push_str(&format!("#SBATCH {arg}\n"));
     }
     script.push_str(&format!(
-        "exec {} sweep --cell \"$SLURM_ARRAY_TASK_ID\" {}\n",
+        "exec {} sweep cell {} \"$SLURM_ARRAY_TASK_ID\"\n",
         shell_quote(&exe.display().to_string()),
         shell_quote(&root.display().to_string())
     ));

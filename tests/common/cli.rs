@@ -10,9 +10,8 @@ use arrow::array::AsArray;
 use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-/// The densitrace binary this test suite was built with, or `DENSITRACE_BIN` when set (how
-/// `scripts/gpu-check` runs prebuilt test binaries on another machine, where the build path is
-/// not there).
+/// The densitrace binary this test suite was built with, or `DENSITRACE_BIN` when set (to run
+/// the tests against another build of it, e.g. a copy moved elsewhere).
 pub fn bin() -> Command {
     match std::env::var_os("DENSITRACE_BIN") {
         Some(path) => Command::new(path),

@@ -6,14 +6,19 @@ pub mod cli;
 use burn::tensor::Device;
 use densitrace::config::DeviceChoice;
 use densitrace::device;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// A wgpu device (software Vulkan on machines without a GPU). Under `CI` a missing adapter fails
 /// the test with what to install; elsewhere the test says loudly that it skipped.
 pub fn wgpu_device() -> Option<Device> {
+    wgpu_run_device().map(|d| d.device)
+}
+
+/// As `wgpu_device`, with the adapter it opened (what `densitrace::selftest` checks run on).
+pub fn wgpu_run_device() -> Option<device::RunDevice> {
     match device::select(DeviceChoice::Wgpu) {
-        Ok(d) => Some(d.device),
+        Ok(d) => Some(d),
         Err(e) => {
             if std::env::var_os("CI").is_some() {
                 panic!("CI is set and the kernel tests need a wgpu adapter: {e}");
@@ -26,13 +31,6 @@ pub fn wgpu_device() -> Option<Device> {
 
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
-}
-
-/// A standard normal draw (Box-Muller).
-pub fn normal(rng: &mut ChaCha8Rng) -> f32 {
-    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-    let u2: f64 = rng.random();
-    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
 }
 
 /// A one-row-group Parquet file of `columns`.
