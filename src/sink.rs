@@ -1,6 +1,6 @@
-//! The run's Parquet tables: their schemas (a public interface documented in the README) and the
-//! writers that encode rows into them. Where each file lands is `rundir`'s business
-//! (`Table::part`).
+//! The run's Parquet tables: their schemas (a public interface documented in
+//! docs/run-directory.md) and the writers that encode rows into them. Where each file lands is
+//! `rundir`'s business (`Table::part`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -95,7 +95,8 @@ fn key_fields() -> Vec<Field> {
     ]
 }
 
-/// The density table's columns, a public interface documented in the README.
+/// The density table's columns, a public interface documented in
+/// docs/run-directory.md.
 pub fn density_schema() -> Schema {
     let mut fields = run_fields(true);
     fields.extend(key_fields());
@@ -108,7 +109,8 @@ pub fn density_schema() -> Schema {
     Schema::new(fields)
 }
 
-/// The quantiles table's columns, a public interface documented in the README.
+/// The quantiles table's columns, a public interface documented in
+/// docs/run-directory.md.
 pub fn quantiles_schema() -> Schema {
     let mut fields = run_fields(true);
     fields.extend(key_fields());
@@ -121,7 +123,8 @@ pub fn quantiles_schema() -> Schema {
     Schema::new(fields)
 }
 
-/// The samples table's columns, a public interface documented in the README.
+/// The samples table's columns, a public interface documented in
+/// docs/run-directory.md.
 pub fn samples_schema() -> Schema {
     let mut fields = run_fields(false);
     fields.extend(key_fields());
@@ -132,7 +135,8 @@ pub fn samples_schema() -> Schema {
     Schema::new(fields)
 }
 
-/// The train table's columns, a public interface documented in the README.
+/// The train table's columns, a public interface documented in
+/// docs/run-directory.md.
 pub fn train_schema() -> Schema {
     let mut fields = run_fields(true);
     fields.extend([

@@ -1,6 +1,7 @@
-//! Shift families: the ways a probe set departs from the training distribution (README, "Shift
-//! families"). A set names one family and one or more levels, each a number saying how far it
-//! shifts; the family's identity level reproduces the unshifted (`none`) set.
+//! Shift families: the ways a probe set departs from the training distribution
+//! (docs/configuration.md, "Shift families"). A set names one family and one or more levels, each
+//! a number saying how far it shifts; the family's identity level reproduces the unshifted
+//! (`none`) set.
 //!
 //! Everything a family's config rules depend on lives here: the sources it applies to
 //! (`applies_to`), whether it reads a source of its own (`takes_source`), its levels (`levels`,
@@ -15,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::{RuleGraphConfig, SourceConfig};
 
 /// How a probe set departs from the training distribution. Each family's level is a number with
-/// a documented meaning (README, "Shift families"); the unshifted level gives the `none` set.
+/// a documented meaning (docs/configuration.md, "Shift families"); the unshifted level gives
+/// the `none` set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ShiftFamily {
