@@ -1,6 +1,7 @@
 //! Runs that can be killed at any moment, resumed, and give the same numbers: SIGKILL at random
 //! points, SIGINT, the run-directory lock, divergence and determinism, through the binary.
 
+#[macro_use]
 mod common;
 
 use std::fs::File;
@@ -12,13 +13,11 @@ use common::cli::{
 };
 use rand::{Rng, SeedableRng};
 
-const CONFIG: &str = "
+// The shared data and model (common::tiny_config!), then this file's own settings.
+const CONFIG: &str = tiny_config!(
+    "
 name: crash
 seed: 5
-device: cpu
-data:
-  source: {kind: rulegraph, entities: 20, relations: 3, rules: 4, min_hops: 2, max_hops: 3}
-model: {layers: 1, d_model: 16, heads: 2, d_ff: 32, seq_len: 4}
 train: {steps: 4000, batch_size: 8, warmup_steps: 10, log_every: 7}
 probes:
   every: 100
@@ -29,7 +28,8 @@ probes:
     - {name: id, family: none}
     - {name: corrupt, family: token_corruption, levels: [0.5]}
 checkpoint: {every: 50, keep_last: 2, major: [500]}
-";
+"
+);
 
 /// A completed 20-step run of CONFIG under `dir`.
 fn finished_run(dir: &Path) -> PathBuf {

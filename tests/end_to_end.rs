@@ -2,6 +2,7 @@
 //! structs): one on the CPU backend, one on wgpu (software Vulkan without a GPU) that wires the
 //! whole GPU path together: training and the density kernels.
 
+#[macro_use]
 mod common;
 
 use common::cli::bin;
@@ -17,13 +18,11 @@ use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-const TINY: &str = "
+// The shared data and model (common::tiny_config!), then this file's own settings.
+const TINY: &str = tiny_config!(
+    "
 name: tiny
 seed: 3
-device: cpu
-data:
-  source: {kind: rulegraph, entities: 20, relations: 3, rules: 4, min_hops: 2, max_hops: 3}
-model: {layers: 1, d_model: 16, heads: 2, d_ff: 32, seq_len: 4}
 train: {steps: 12, batch_size: 8, warmup_steps: 2, log_every: 3}
 probes:
   every: 6
@@ -35,7 +34,8 @@ probes:
     - {name: id, family: none}
     - {name: hops, family: hops}
     - {name: corrupt, family: token_corruption, levels: [0.5]}
-";
+"
+);
 
 fn run(config: &str, overrides: &[&str]) -> PathBuf {
     let dir = tempfile::tempdir().unwrap().keep();

@@ -9,6 +9,9 @@
 //! to kurtosis + 3); a `std` over vectors also gets 1e-9 times its metric's scale (the mean),
 //! since it is a difference of nearly equal values when the metric barely varies.
 
+#[macro_use]
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -24,13 +27,11 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 /// end_to_end.rs's tiny run with every per-vector metric (gini, the entropies and
 /// max_over_median included, so the fast path sorts and takes logarithms), the across-vector
 /// ones, and every vector's table written.
-const TINY: &str = "
+// The shared data and model (common::tiny_config!), then this file's own settings.
+const TINY: &str = tiny_config!(
+    "
 name: tiny
 seed: 3
-device: cpu
-data:
-  source: {kind: rulegraph, entities: 20, relations: 3, rules: 4, min_hops: 2, max_hops: 3}
-model: {layers: 1, d_model: 16, heads: 2, d_ff: 32, seq_len: 4}
 train: {steps: 6, batch_size: 8, warmup_steps: 2, log_every: 3}
 probes:
   every: 3
@@ -47,7 +48,8 @@ probes:
     - {name: id, family: none}
     - {name: hops, family: hops}
     - {name: corrupt, family: token_corruption, levels: [0.5]}
-";
+"
+);
 
 fn run_with(reduction: &str, root: &Path) -> PathBuf {
     let config =

@@ -2,6 +2,7 @@
 //! numbers recomputed here from the runs' own tables by independent (brute-force) code, its
 //! outputs present and reproducible, and bad input refused with exit 2 and nothing written.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -14,13 +15,11 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use common::cli::{expect_success, parquet_files, run_cli};
 
-const BASE: &str = "
+// The shared data and model (common::tiny_config!), then this file's own settings.
+const BASE: &str = tiny_config!(
+    "
 name: tiny
 seed: 1
-device: cpu
-data:
-  source: {kind: rulegraph, entities: 20, relations: 3, rules: 4, min_hops: 2, max_hops: 3}
-model: {layers: 1, d_model: 16, heads: 2, d_ff: 32, seq_len: 4}
 train: {steps: 40, batch_size: 8, warmup_steps: 5, log_every: 5}
 probes:
   every: 20
@@ -31,7 +30,8 @@ probes:
     - {name: id, family: none}
     - {name: corrupt, family: token_corruption, levels: [0.25, 0.5, 1.0]}
 checkpoint: {every: 0}
-";
+"
+);
 
 const SWEEP: &str = "
 name: seeds

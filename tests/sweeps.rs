@@ -2,6 +2,7 @@
 //! cells rerun, stopped by SIGTERM, bad sweep files refused, and the same grid on a real
 //! single-node Slurm (scripts/slurm-local; `.ci/run` starts it).
 
+#[macro_use]
 mod common;
 
 use std::os::unix::process::CommandExt;
@@ -11,13 +12,11 @@ use std::time::{Duration, Instant};
 
 use common::cli::{assert_same_tables, bin, expect_success, manifest, run_cli};
 
-const BASE: &str = "
+// The shared data and model (common::tiny_config!), then this file's own settings.
+const BASE: &str = tiny_config!(
+    "
 name: tiny
 seed: 1
-device: cpu
-data:
-  source: {kind: rulegraph, entities: 20, relations: 3, rules: 4, min_hops: 2, max_hops: 3}
-model: {layers: 1, d_model: 16, heads: 2, d_ff: 32, seq_len: 4}
 train: {steps: 60, batch_size: 8, warmup_steps: 5, log_every: 5}
 probes:
   every: 20
@@ -28,7 +27,8 @@ probes:
     - {name: id, family: none}
     - {name: corrupt, family: token_corruption, levels: [0.5]}
 checkpoint: {every: 10, keep_last: 2}
-";
+"
+);
 
 const SWEEP: &str = "
 name: grid
