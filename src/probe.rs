@@ -25,6 +25,7 @@ use crate::data::probes;
 use crate::device;
 use crate::error::InputError;
 use crate::evaluate::{Probing, Reduction};
+use crate::rundir::staged::StagedDir;
 use crate::rundir::{self, FinishedRun, RunDir};
 use crate::train::tokens_seen;
 
@@ -141,14 +142,13 @@ pub fn probe(
         }
     };
 
-    let staging = run_dir
-        .join(rundir::PROBE_OUTPUTS)
-        .join(format!(".{name}.tmp"));
-    if staging.exists() {
-        fs::remove_dir_all(&staging)?;
-    }
+    let staged = StagedDir::create(
+        run_dir
+            .join(rundir::PROBE_OUTPUTS)
+            .join(format!(".{name}.tmp")),
+    )?;
     let dir = RunDir {
-        root: staging.clone(),
+        root: staged.path().to_path_buf(),
         run_id: run.dir.run_id.clone(),
     };
     dir.write_atomic("probes.yaml", yaml.as_bytes())?;
@@ -178,7 +178,7 @@ pub fn probe(
         );
         rows += eval.rows.len();
     }
-    fs::rename(&staging, &out)?;
+    staged.commit(&out)?;
     Ok(ProbeOutcome {
         dir: out,
         sets: sets.len(),

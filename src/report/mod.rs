@@ -42,6 +42,7 @@ use anyhow::{Context, Result};
 
 use crate::error::InputError;
 use crate::metrics::MetricSpec;
+use crate::rundir::staged::StagedDir;
 use load::{Set, Unit};
 use tables::{Settings, Tables, Test};
 
@@ -170,26 +171,17 @@ pub fn report(request: &ReportRequest) -> Result<ReportOutcome> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "report".into());
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp)
+    let staged = StagedDir::create(tmp.clone())
         .with_context(|| format!("cannot write the report: creating {}", tmp.display()))?;
-    let built = build(request, &source, &selection, &tables, &tmp).and_then(|b| {
-        if !incomplete.is_empty() {
-            mark_incomplete(&tmp.join("index.html"), &incomplete)?;
-        }
-        Ok(b)
-    });
-    let (mut files, missing, headline) = match built {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-    };
-    if let Err(e) = replace(&tmp, &out, &parent, &name) {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
+    let (mut files, missing, headline) =
+        build(request, &source, &selection, &tables, staged.path())?;
+    if !incomplete.is_empty() {
+        mark_incomplete(&staged.path().join("index.html"), &incomplete)?;
     }
+    let backup = parent.join(format!(".{name}.old-{}", std::process::id()));
+    staged
+        .replace(&out, &backup)
+        .context("cannot write the report")?;
     files.sort();
     for note in &incomplete {
         println!("incomplete: {note}");
@@ -222,43 +214,6 @@ fn resolve_output(out: &Path) -> Result<PathBuf> {
     let parent =
         fs::canonicalize(parent).with_context(|| format!("resolving {}", parent.display()))?;
     Ok(parent.join(name))
-}
-
-/// Puts the complete report `tmp` at `out`: an existing report is renamed aside to a backup
-/// sibling, `tmp` renamed into place, then the backup deleted. If the second rename fails the
-/// old report is put back, so `out` always holds one whole report, old or new.
-fn replace(tmp: &Path, out: &Path, parent: &Path, name: &str) -> Result<()> {
-    if !out.exists() {
-        return fs::rename(tmp, out)
-            .with_context(|| format!("cannot write the report: renaming into {}", out.display()));
-    }
-    let backup = parent.join(format!(".{name}.old-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&backup);
-    fs::rename(out, &backup).with_context(|| {
-        format!(
-            "cannot replace {}: moving the old report to {}",
-            out.display(),
-            backup.display()
-        )
-    })?;
-    if let Err(e) = fs::rename(tmp, out) {
-        let restored = fs::rename(&backup, out);
-        return Err(anyhow::Error::from(e).context(format!(
-            "cannot replace {}: renaming the new report into place ({})",
-            out.display(),
-            match restored {
-                Ok(()) => "the old report is back in place".to_string(),
-                Err(r) => format!("the old report is at {}: {r}", backup.display()),
-            }
-        )));
-    }
-    if let Err(e) = fs::remove_dir_all(&backup) {
-        eprintln!(
-            "warning: the old report is left at {}: {e}",
-            backup.display()
-        );
-    }
-    Ok(())
 }
 
 /// Adds an "Incomplete" section at the top of index.html, listing `notes`.

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::{CHECKPOINTS, step_folder};
 use crate::config::CheckpointConfig;
 use crate::model::Gpt;
+use crate::rundir::staged::StagedDir;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CheckpointState {
@@ -54,11 +55,8 @@ pub fn write(
 ) -> Result<PathBuf> {
     let root = run_dir.join(CHECKPOINTS);
     let final_dir = root.join(step_folder(state.step));
-    let tmp = root.join(format!("{}.tmp", step_folder(state.step)));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp)?;
-    }
-    fs::create_dir_all(&tmp)?;
+    let staged = StagedDir::create(root.join(format!("{}.tmp", step_folder(state.step))))?;
+    let tmp = staged.path();
     model
         .clone()
         .save_file(tmp.join("model.bpk"))
@@ -68,7 +66,7 @@ pub fn write(
         .context("saving the checkpoint's optimizer state")?;
     fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(state)?)?;
     let hashed = std::time::Instant::now();
-    let hashes = FileHashes::of(&tmp, &["model.bpk", "optimizer.bpk", "state.json"])?;
+    let hashes = FileHashes::of(tmp, &["model.bpk", "optimizer.bpk", "state.json"])?;
     tracing::debug!(
         "checkpoint {}: content hashes in {:.3} s",
         state.step,
@@ -82,7 +80,7 @@ pub fn write(
         // Rewritten (a diverged run's last checkpoint can land on a scheduled one).
         fs::remove_dir_all(&final_dir)?;
     }
-    fs::rename(&tmp, &final_dir)?;
+    staged.commit(&final_dir)?;
     fs::File::open(&root)?.sync_all()?;
     Ok(final_dir)
 }

@@ -38,6 +38,7 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 pub mod checkpoint;
+pub mod staged;
 
 use crate::config::Config;
 use crate::data::Dataset;
