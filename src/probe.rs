@@ -147,10 +147,7 @@ pub fn probe(
             .join(rundir::PROBE_OUTPUTS)
             .join(format!(".{name}.tmp")),
     )?;
-    let dir = RunDir {
-        root: staged.path().to_path_buf(),
-        run_id: run.dir.run_id.clone(),
-    };
+    let dir = RunDir::writing_for(staged.path().to_path_buf(), &run.dir);
     dir.write_atomic("probes.yaml", yaml.as_bytes())?;
     dir.save_probes(rundir::PROBES, &sets)?;
     let plan = config.probe_plan();

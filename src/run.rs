@@ -138,7 +138,7 @@ pub fn run(
         ))
     })?;
     let _lock = dir.lock()?;
-    tracing::info!("run directory {}", dir.root.display());
+    tracing::info!("run directory {}", dir.root().display());
     let yaml = config.to_yaml();
     dir.write_atomic(rundir::CONFIG, yaml.as_bytes())?;
     dir.write_atomic(
@@ -150,7 +150,7 @@ pub fn run(
         densitrace_version: env!("CARGO_PKG_VERSION").into(),
         git_revision: rundir::git_revision(),
         command_line,
-        run_id: dir.run_id.clone(),
+        run_id: dir.run_id().to_string(),
         seed: config.seed,
         config_hash: config_hash(&yaml),
         device: DeviceRecord::of(&prepared.device),
@@ -331,8 +331,8 @@ impl TrainHooks for RunHooks<'_> {
             wall_time: self.wall_time(),
             diverged_at,
         };
-        let path = checkpoint::write(&self.dir.root, model, optimizer, &state)?;
-        checkpoint::prune(&self.dir.root, &self.config.checkpoint)?;
+        let path = checkpoint::write(self.dir.root(), model, optimizer, &state)?;
+        checkpoint::prune(self.dir.root(), &self.config.checkpoint)?;
         tracing::info!("step {step}: checkpoint {} ({reason:?})", path.display());
         Ok(())
     }
@@ -379,7 +379,7 @@ fn drive(
             hooks.manifest.status = RunStatus::Interrupted;
             tracing::warn!(
                 "stopped after step {step}; continue with --resume {}",
-                dir.root.display()
+                dir.root().display()
             );
             Finish::Interrupted(step)
         }
@@ -394,7 +394,7 @@ fn drive(
     let first = hooks.first.take();
     let summary_metric = MetricSpec::headline(&config.probes.metrics).to_string();
     Ok(RunOutcome {
-        dir: dir.root.clone(),
+        dir: dir.root().to_path_buf(),
         finish,
         summary_metric,
         steps: (first.as_ref().map_or(0, |f| f.0), hooks.last.0),

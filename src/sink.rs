@@ -178,7 +178,7 @@ impl RunDir {
     /// `run_id`, `step` and (when given) `tokens_seen` for `n` rows.
     fn run_columns(&self, n: usize, step: i64, tokens_seen: Option<i64>) -> Vec<ArrayRef> {
         let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(vec![self.run_id.as_str(); n])),
+            Arc::new(StringArray::from(vec![self.run_id(); n])),
             Arc::new(Int64Array::from(vec![step; n])),
         ];
         if let Some(tokens) = tokens_seen {
@@ -242,7 +242,7 @@ impl RunDir {
     /// Writes the train rows logged since the last call, named by the step they end at.
     pub fn write_train(&self, step: i64, rows: &[TrainRow]) -> Result<PathBuf> {
         let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(vec![self.run_id.as_str(); rows.len()])),
+            Arc::new(StringArray::from(vec![self.run_id(); rows.len()])),
             ints(rows.iter().map(|r| r.step)),
             ints(rows.iter().map(|r| r.tokens_seen)),
         ];
@@ -258,7 +258,7 @@ impl RunDir {
     }
 
     fn write_parquet(&self, table: Table, step: i64, batch: &RecordBatch) -> Result<PathBuf> {
-        let path = self.root.join(table.part(step as usize));
+        let path = self.root().join(table.part(step as usize));
         write_parquet(&path, batch)?;
         Ok(path)
     }

@@ -196,12 +196,7 @@ fn run_status(dir: &Path, unit: &Unit) -> Option<String> {
                 .map_or_else(|| "?".to_string(), |s| s.to_string())
         ),
         RunStatus::Running => {
-            let live = crate::rundir::RunDir {
-                root: dir.to_path_buf(),
-                run_id: String::new(),
-            }
-            .lock()
-            .is_err();
+            let live = crate::rundir::RunDir::at(dir.to_path_buf()).lock().is_err();
             if live {
                 format!(
                     "the run is still running: evaluated up to step {reached} of {steps} so far"

@@ -224,13 +224,42 @@ pub fn config_hash(yaml: &str) -> String {
 /// so a killed process (even by SIGKILL) releases it.
 pub struct RunLock(#[allow(dead_code)] fs::File);
 
-/// A run directory: its root and the id its tables carry.
+/// A run directory: its root and the id its tables carry. Made only by the constructors below,
+/// so every run directory in the program came from one of the ways a run's folder can exist.
 pub struct RunDir {
-    pub root: PathBuf,
-    pub run_id: String,
+    root: PathBuf,
+    run_id: String,
 }
 
 impl RunDir {
+    /// A directory that may hold a run, its id not read yet: to lock it (is a process using it?)
+    /// or read its manifest. `open` and `open_unfinished` read the id.
+    pub fn at(root: PathBuf) -> RunDir {
+        RunDir {
+            root,
+            run_id: String::new(),
+        }
+    }
+
+    /// A folder that receives tables on behalf of the run `of` (`probe`'s staged output): its rows
+    /// carry that run's id.
+    pub fn writing_for(root: PathBuf, of: &RunDir) -> RunDir {
+        RunDir {
+            root,
+            run_id: of.run_id.clone(),
+        }
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The id every table row of this run carries.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
     /// Creates `<out>/<name>/<run_id>/`, where `run_id` is the UTC start time and the seed, with a
     /// suffix if a run with that id already exists.
     pub fn create(out: &Path, name: &str, seed: u64) -> Result<RunDir, std::io::Error> {

@@ -56,10 +56,7 @@ impl SweepDir {
     /// holds it). A manifest that cannot be read is an error: nothing is deleted.
     fn next(&self, cell: &Cell) -> Result<Next> {
         let run_dir = self.root.join(&cell.dir);
-        let dir = RunDir {
-            root: run_dir.clone(),
-            run_id: String::new(),
-        };
+        let dir = RunDir::at(run_dir.clone());
         let mut command = Command::new(this_executable()?);
         // argv[0] as the user started it, not /proc/self/exe: the run's manifest records it.
         command.arg0(std::env::current_exe()?);
