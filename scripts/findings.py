@@ -456,6 +456,7 @@ def h6(report):
             sys.exit(f"{cell}: no probes/h6-matched-hops; run `densitrace probe {cell} "
                      "--config experiments/probes/h6-matched-hops.yaml` first")
         df = pd.concat([pd.read_parquet(f) for f in tables])
+        df = df[df.step == df.step.max()]  # the final weights (a `--steps all` probe has more)
         manifest = json.loads((cell / "manifest.json").read_text())
         df["seed"] = manifest["seed"]
         df["cell"] = cell.name

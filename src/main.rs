@@ -3,7 +3,7 @@
 
 mod cli;
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -340,8 +340,8 @@ fn writable_json(path: Option<&std::path::Path>) -> anyhow::Result<()> {
 /// On a headless machine Mesa's Vulkan drivers look for a Wayland display and, with
 /// `XDG_RUNTIME_DIR` unset, print "error: XDG_RUNTIME_DIR is invalid or not set in the
 /// environment", which reads like a failure of ours. Where it is unset or names no directory,
-/// point it at a private one (mode 0700 under the temporary directory, one per user), so the probe
-/// finds no display and says nothing. Called first in `main`, before any thread exists, which is
+/// point it at a private one (mode 0700 under the temporary directory, one per user, used only if
+/// this user owns it), so the probe finds no display and says nothing. Called first in `main`, before any thread exists, which is
 /// what makes changing the environment sound.
 fn private_runtime_dir() {
     let usable = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| PathBuf::from(d).is_dir());
@@ -351,14 +351,14 @@ fn private_runtime_dir() {
     // SAFETY: getuid(2) cannot fail and has no side effects.
     let uid = unsafe { libc::getuid() };
     let dir = std::env::temp_dir().join(format!("densitrace-runtime-{uid}"));
-    let private = std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .or_else(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists if dir.is_dir() => Ok(()),
-            _ => Err(e),
-        });
-    if private.is_ok() {
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    // Whether it was made now or by an earlier run, use it only if it is a real directory (not a
+    // link) that this user owns and nobody else can enter: /tmp is shared, and another user could
+    // have made the name first.
+    let private = std::fs::symlink_metadata(&dir).is_ok_and(|m| {
+        m.file_type().is_dir() && m.uid() == uid && m.permissions().mode() & 0o777 == 0o700
+    });
+    if private {
         // SAFETY: no other thread exists yet (see above), so nothing reads the environment while
         // it changes.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };

@@ -25,7 +25,7 @@ pub enum CellState {
     Running,
     /// Its run completed.
     Done,
-    /// Its run exited with an error (or could not start); `--resume` runs it again.
+    /// Its run exited with an error (or could not start); `sweep resume` runs it again.
     Failed,
     /// Its run's loss went non-finite (exit 3): a result, not retried.
     Diverged,
@@ -55,7 +55,7 @@ impl CellState {
         }
     }
 
-    /// Whether `--resume` leaves the cell alone: it finished, or its loss diverged (a result).
+    /// Whether `sweep resume` leaves the cell alone: it finished, or its loss diverged (a result).
     pub(super) fn is_final(self) -> bool {
         matches!(self, CellState::Done | CellState::Diverged)
     }
@@ -86,7 +86,7 @@ pub struct SweepRecord {
     pub name: String,
     /// The sweep directory's name: its UTC creation time.
     pub sweep_id: String,
-    /// The fingerprint of sweep.yaml's text: `--resume` refuses a sweep whose file was edited.
+    /// The fingerprint of sweep.yaml's text: `sweep resume` refuses a sweep whose file was edited.
     pub sweep_hash: String,
     /// The base config as given, and the overrides every cell shares (the file's `set`, then
     /// the command line's `--set`).
@@ -251,9 +251,9 @@ impl SweepDir {
                  (densitrace sweep status shows its cells)",
                 self.root.display(),
                 if exclusive {
-                    "a local sweep, a --resume or --cell tasks"
+                    "a local sweep, a sweep resume or sweep cell tasks"
                 } else {
-                    "a local sweep or a --resume"
+                    "a local sweep or a sweep resume"
                 }
             ))),
             Err(fs::TryLockError::Error(e)) => Err(bad_file(&path, format!("cannot lock: {e}"))),
