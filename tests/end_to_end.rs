@@ -222,8 +222,7 @@ fn check_run(run: &Path, eval_steps: &[i64], backend: &str) {
         assert!(floats(&b, "loss").iter().all(|l| l.unwrap().is_finite()));
     }
 
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let manifest = common::cli::manifest(run);
     assert_eq!(manifest["device"]["backend"], backend);
     assert_eq!(manifest["status"], "completed");
     assert_eq!(
@@ -269,8 +268,7 @@ fn a_cpu_run_writes_every_evaluation_as_valid_parquet() {
 
 /// Each evaluation's `readback_bytes`, from the manifest.
 fn recorded_bytes(run: &Path) -> Vec<u64> {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let manifest = common::cli::manifest(run);
     manifest["evaluations"]
         .as_array()
         .unwrap()
@@ -303,8 +301,7 @@ fn a_wgpu_run_trains_and_measures_with_the_kernels() {
     );
     let density = parts(&run, "density");
     assert_eq!(density.len(), 3, "evaluations at steps 0, 1, 2");
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let manifest = common::cli::manifest(&run);
     assert_eq!(manifest["device"]["backend"], "wgpu");
     assert!(manifest["device"]["adapter"]["name"].is_string());
     // Only summaries cross, never the activations. Per set, site and position: (9 + 1 columns) x

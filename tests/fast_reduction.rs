@@ -162,8 +162,7 @@ fn compare(name: &str, fast: &RecordBatch, reference: &RecordBatch, failures: &m
 }
 
 fn reductions_recorded(run: &Path) -> Vec<String> {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let manifest = common::cli::manifest(run);
     manifest["evaluations"]
         .as_array()
         .unwrap()

@@ -952,8 +952,7 @@ fn a_missing_evaluation_is_named_and_left_out_of_every_table() {
         .collect();
     cells.sort();
     let cell = &cells[1];
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cell.join("manifest.json")).unwrap()).unwrap();
+    let m = common::cli::manifest(cell);
     let seed = m["seed"].as_i64().unwrap();
     std::fs::remove_dir_all(cell.join("density/step-000020")).unwrap();
     let stdout = expect_success(&["report", dir.to_str().unwrap()]);
