@@ -379,7 +379,7 @@ fn training_row(
         &stop,
     );
     let measured = outcome.and_then(|_| {
-        let manifest = crate::rundir::read_manifest(&dir)?;
+        let manifest = crate::rundir::RunDir::at(dir.clone()).read_manifest()?;
         let train = crate::report::load::read_train(&dir)?;
         let evaluations = match split {
             Some((device, rounds)) => evaluation_split(&dir, model, device, rounds)?,

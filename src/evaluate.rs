@@ -24,7 +24,7 @@ use crate::metrics::{
 };
 use crate::model::{Gpt, Sites};
 use crate::rundir::RunDir;
-use crate::sink::{DensityRow, QuantileRow, RowKey, SampleRow};
+use crate::rundir::tables::{DensityRow, QuantileRow, RowKey, SampleRow};
 
 pub struct Evaluation {
     pub rows: Vec<DensityRow>,

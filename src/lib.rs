@@ -2,7 +2,7 @@
 //! activations are on in-distribution versus distribution-shifted probes.
 //!
 //! Data flows one way: `config` -> `data` -> `model` -> `evaluate` (probes) -> `kernels` ->
-//! `sink` (tables) in `rundir` (the run directory's layout) -> `report`; `train` drives the loop,
+//! `rundir` (the run directory: its layout and its tables) -> `report`; `train` drives the loop,
 //! `run` ties one run together and `sweep` runs many; `selftest` checks a machine's device
 //! against the reference.
 
@@ -23,7 +23,6 @@ pub mod run;
 pub mod rundir;
 pub mod seed;
 pub mod selftest;
-pub mod sink;
 pub mod summary;
 pub mod sweep;
 pub mod train;

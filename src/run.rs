@@ -25,11 +25,11 @@ use crate::metrics::MetricSpec;
 use crate::model::Gpt;
 use crate::progress::Progress;
 use crate::rundir::checkpoint::{self, CheckpointState};
+use crate::rundir::tables::{DensityRow, TrainRow};
 use crate::rundir::{
     self, DeviceRecord, EvaluationRecord, Manifest, ProbeRecord, ResumeRecord, RunDir, RunStatus,
     Unfinished, config_hash,
 };
-use crate::sink::{DensityRow, TrainRow};
 use crate::train::{self, CheckpointReason, Outcome, Start, TrainHooks, tokens_seen};
 
 /// How a run ended, for the exit code.

@@ -1309,7 +1309,7 @@ fn end_to_end(context: &Context) -> Result<Ran> {
         &stop,
     );
     let read = outcome.and_then(|_| {
-        let manifest = rundir::read_manifest(&dir)?;
+        let manifest = rundir::RunDir::at(dir.clone()).read_manifest()?;
         let finished = FinishedRun::open(&dir)?;
         Ok((manifest, finished))
     });

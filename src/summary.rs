@@ -4,7 +4,7 @@
 
 use crate::metrics::{LOGITS_SITE, LogitsMetric, Position, SiteKind};
 use crate::run::RunOutcome;
-use crate::sink::DensityRow;
+use crate::rundir::tables::DensityRow;
 
 /// The end-of-run table: per probe set and level, a final-norm metric at the first and last
 /// evaluation (position `last`), with the answer accuracy beside it.

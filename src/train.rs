@@ -20,8 +20,8 @@ use crate::config::{Config, DecayParams, TrainConfig};
 use crate::data::{Batches, Dataset};
 use crate::model::Gpt;
 use crate::progress::Progress;
+use crate::rundir::tables::TrainRow;
 use crate::seed::derive_seed;
-use crate::sink::TrainRow;
 
 /// Why a checkpoint is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

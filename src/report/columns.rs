@@ -16,6 +16,7 @@ use super::load::Key;
 use super::stats::Estimate;
 use super::tables::{GapRow, Interval, OodRow, SummaryRow, Tables, Test};
 use super::trend::TrendRow;
+use crate::rundir::tables::col;
 
 /// Builds one Parquet table column by column.
 struct Columns {
@@ -60,21 +61,24 @@ impl Columns {
     fn key<R: Row>(&mut self, rows: &[R], with_level: bool) {
         self.strings("cell", rows.iter().map(|r| r.cell()));
         let keys: Vec<&Key> = rows.iter().map(Row::key).collect();
-        self.ints("step", keys.iter().map(|k| k.step));
-        self.strings("probe", keys.iter().map(|k| k.set.probe.as_str()));
-        self.strings("shift_family", keys.iter().map(|k| k.set.family.as_str()));
+        self.ints(col::STEP, keys.iter().map(|k| k.step));
+        self.strings(col::PROBE, keys.iter().map(|k| k.set.probe.as_str()));
+        self.strings(
+            col::SHIFT_FAMILY,
+            keys.iter().map(|k| k.set.family.as_str()),
+        );
         if with_level {
-            self.floats("shift_level", keys.iter().map(|k| k.set.level.0));
+            self.floats(col::SHIFT_LEVEL, keys.iter().map(|k| k.set.level.0));
         }
         self.push(
-            "layer",
+            col::LAYER,
             Arc::new(Int32Array::from_iter_values(
                 keys.iter().map(|k| k.at.layer),
             )),
         );
-        self.strings("site", keys.iter().map(|k| k.at.site.as_str()));
-        self.strings("position", keys.iter().map(|k| k.at.position.as_str()));
-        self.strings("metric", keys.iter().map(|k| k.at.metric.as_str()));
+        self.strings(col::SITE, keys.iter().map(|k| k.at.site.as_str()));
+        self.strings(col::POSITION, keys.iter().map(|k| k.at.position.as_str()));
+        self.strings(col::METRIC, keys.iter().map(|k| k.at.metric.as_str()));
     }
     /// `value` (named so), `lo`, `hi`, `seeds`, `interval` and `method` of the rows' estimates.
     fn estimates<R: Row>(&mut self, value: &str, rows: &[R]) {
@@ -100,7 +104,7 @@ impl Columns {
     }
     fn write(self, path: &Path) -> Result<()> {
         let batch = RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.arrays)?;
-        crate::sink::write_parquet(path, &batch)
+        crate::rundir::write::write_parquet(path, &batch)
     }
 }
 

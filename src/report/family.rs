@@ -10,6 +10,7 @@
 
 use super::load::Key;
 use crate::error::InputError;
+use crate::rundir::tables::col;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Column {
@@ -28,14 +29,14 @@ enum Column {
 const COLUMNS: [(&str, Column); 10] = [
     ("table", Column::Table),
     ("cell", Column::Cell),
-    ("step", Column::Step),
-    ("probe", Column::Probe),
-    ("shift_family", Column::ShiftFamily),
-    ("shift_level", Column::ShiftLevel),
-    ("layer", Column::Layer),
-    ("site", Column::Site),
-    ("position", Column::Position),
-    ("metric", Column::Metric),
+    (col::STEP, Column::Step),
+    (col::PROBE, Column::Probe),
+    (col::SHIFT_FAMILY, Column::ShiftFamily),
+    (col::SHIFT_LEVEL, Column::ShiftLevel),
+    (col::LAYER, Column::Layer),
+    (col::SITE, Column::Site),
+    (col::POSITION, Column::Position),
+    (col::METRIC, Column::Metric),
 ];
 
 /// The default family: every test of one cell at one step.

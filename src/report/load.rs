@@ -7,13 +7,13 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Float64Type, Int32Type, Int64Type};
+use arrow::array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::config::Config;
 use crate::error::InputError;
-use crate::rundir::{CONFIG, MANIFEST, RunStatus, Table};
+use crate::rundir::tables::{Columns, Table, col};
+use crate::rundir::{CONFIG, MANIFEST, RunDir, RunStatus};
 use crate::sweep::{CellState, SWEEP_JSON, SweepDir};
 
 /// A shift level, ordered (levels are finite; `total_cmp` orders them as numbers).
@@ -59,7 +59,8 @@ pub struct Set {
     pub family: String,
 }
 
-/// One row's key in every table the report reads.
+/// One row's key in every table the report reads: the run tables' key columns
+/// (`rundir::tables::KEY_COLUMNS`) and `step`, grouped and ordered for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     pub at: Where,
@@ -177,7 +178,8 @@ pub fn read(dir: &Path) -> Result<Source> {
 /// What a single run that has not completed is, from its manifest, with the step it reached;
 /// `None` for a completed run.
 fn run_status(dir: &Path, unit: &Unit) -> Option<String> {
-    let manifest = crate::rundir::read_manifest(dir).ok()?;
+    let run = RunDir::at(dir.to_path_buf());
+    let manifest = run.read_manifest().ok()?;
     let reached = unit
         .tables
         .density
@@ -196,7 +198,7 @@ fn run_status(dir: &Path, unit: &Unit) -> Option<String> {
                 .map_or_else(|| "?".to_string(), |s| s.to_string())
         ),
         RunStatus::Running => {
-            let live = crate::rundir::RunDir::at(dir.to_path_buf()).lock().is_err();
+            let live = run.lock().is_err();
             if live {
                 format!(
                     "the run is still running: evaluated up to step {reached} of {steps} so far"
@@ -272,7 +274,7 @@ pub fn drop_missing_evaluations(units: &mut [Unit]) -> Vec<String> {
 }
 
 fn read_run(dir: &Path, cell: String) -> Result<Unit> {
-    let manifest = crate::rundir::read_manifest(dir)?;
+    let manifest = RunDir::at(dir.to_path_buf()).read_manifest()?;
     let config = Config::load(&dir.join(CONFIG), &[])?;
     let tables = RunTables {
         density: read_density(dir)?,
@@ -299,12 +301,8 @@ fn read_run(dir: &Path, cell: String) -> Result<Unit> {
 
 /// Every batch of every part file of `table` in `dir`, in step order.
 fn batches(dir: &Path, table: Table) -> Result<Vec<RecordBatch>> {
-    let pattern = dir.join(table.folder()).join("step-*").join("*.parquet");
-    let mut paths: Vec<PathBuf> =
-        glob::glob(&pattern.display().to_string())?.collect::<Result<_, _>>()?;
-    paths.sort();
     let mut out = Vec::new();
-    for path in paths {
+    for path in table.parts(dir)? {
         let file = File::open(&path)?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.build())
@@ -316,63 +314,44 @@ fn batches(dir: &Path, table: Table) -> Result<Vec<RecordBatch>> {
     Ok(out)
 }
 
-/// The key columns of one batch, row by row.
-struct KeyColumns<'a> {
-    batch: &'a RecordBatch,
+/// The keys of one batch of the density or samples table, row by row.
+fn keys(cols: &Columns) -> Result<Vec<Key>> {
+    let step = cols.ints(col::STEP)?;
+    let probe = cols.strings(col::PROBE)?;
+    let family = cols.strings(col::SHIFT_FAMILY)?;
+    let level = cols.floats(col::SHIFT_LEVEL)?;
+    let layer = cols.layers()?;
+    let site = cols.strings(col::SITE)?;
+    let position = cols.strings(col::POSITION)?;
+    let metric = cols.strings(col::METRIC)?;
+    Ok((0..cols.rows())
+        .map(|i| Key {
+            at: Where {
+                site: site.value(i).to_string(),
+                position: position.value(i).to_string(),
+                metric: metric.value(i).to_string(),
+                layer: layer.value(i),
+            },
+            step: step.value(i),
+            set: Set {
+                probe: probe.value(i).to_string(),
+                level: Level(level.value(i)),
+                family: family.value(i).to_string(),
+            },
+        })
+        .collect())
 }
 
-impl KeyColumns<'_> {
-    fn strings(&self, name: &str) -> Result<&arrow::array::StringArray> {
-        self.column(name)?
-            .as_string_opt::<i32>()
-            .with_context(|| format!("column {name} is not a string"))
-    }
-    fn column(&self, name: &str) -> Result<&dyn Array> {
-        self.batch
-            .column_by_name(name)
-            .map(|c| c.as_ref())
-            .with_context(|| format!("no column {name}"))
-    }
-    fn keys(&self) -> Result<Vec<Key>> {
-        let step = self.column("step")?.as_primitive::<Int64Type>();
-        let probe = self.strings("probe")?;
-        let family = self.strings("shift_family")?;
-        let level = self.column("shift_level")?.as_primitive::<Float64Type>();
-        let layer = self.column("layer")?.as_primitive::<Int32Type>();
-        let site = self.strings("site")?;
-        let position = self.strings("position")?;
-        let metric = self.strings("metric")?;
-        Ok((0..self.batch.num_rows())
-            .map(|i| Key {
-                at: Where {
-                    site: site.value(i).to_string(),
-                    position: position.value(i).to_string(),
-                    metric: metric.value(i).to_string(),
-                    layer: layer.value(i),
-                },
-                step: step.value(i),
-                set: Set {
-                    probe: probe.value(i).to_string(),
-                    level: Level(level.value(i)),
-                    family: family.value(i).to_string(),
-                },
-            })
-            .collect())
-    }
-    fn values(&self) -> Result<Vec<f64>> {
-        Ok(self
-            .column("value")?
-            .as_primitive::<Float64Type>()
-            .values()
-            .to_vec())
-    }
+/// The `value` column of one batch.
+fn values(cols: &Columns) -> Result<Vec<f64>> {
+    Ok(cols.floats(col::VALUE)?.values().to_vec())
 }
 
 fn read_density(dir: &Path) -> Result<BTreeMap<Key, f64>> {
     let mut out = BTreeMap::new();
     for batch in batches(dir, Table::Density)? {
-        let cols = KeyColumns { batch: &batch };
-        out.extend(cols.keys()?.into_iter().zip(cols.values()?));
+        let cols = Columns::of(&batch);
+        out.extend(keys(&cols)?.into_iter().zip(values(&cols)?));
     }
     Ok(out)
 }
@@ -380,8 +359,8 @@ fn read_density(dir: &Path) -> Result<BTreeMap<Key, f64>> {
 fn read_samples(dir: &Path) -> Result<HashMap<Key, Vec<f64>>> {
     let mut out: HashMap<Key, Vec<f64>> = HashMap::new();
     for batch in batches(dir, Table::Samples)? {
-        let cols = KeyColumns { batch: &batch };
-        let (keys, values) = (cols.keys()?, cols.values()?);
+        let cols = Columns::of(&batch);
+        let (keys, values) = (keys(&cols)?, values(&cols)?);
         // Rows come grouped by key: look each key up once.
         let mut i = 0;
         while i < keys.len() {
@@ -402,11 +381,11 @@ fn read_samples(dir: &Path) -> Result<HashMap<Key, Vec<f64>>> {
 pub fn read_train(dir: &Path) -> Result<Vec<TrainPoint>> {
     let mut out = Vec::new();
     for batch in batches(dir, Table::Train)? {
-        let cols = KeyColumns { batch: &batch };
-        let step = cols.column("step")?.as_primitive::<Int64Type>();
-        let loss = cols.column("loss")?.as_primitive::<Float64Type>();
-        let rate = cols.column("tokens_per_s")?.as_primitive::<Float64Type>();
-        out.extend((0..batch.num_rows()).map(|i| TrainPoint {
+        let cols = Columns::of(&batch);
+        let step = cols.ints(col::STEP)?;
+        let loss = cols.floats(col::LOSS)?;
+        let rate = cols.floats(col::TOKENS_PER_S)?;
+        out.extend((0..cols.rows()).map(|i| TrainPoint {
             step: step.value(i),
             loss: loss.value(i),
             tokens_per_s: rate.value(i),

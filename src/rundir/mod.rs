@@ -10,7 +10,7 @@
 //!                                            data fingerprint, probe sets and probes.json's hash
 //!   tokenizer.json                           the tokenizer, reloaded (never rebuilt) later
 //!   probes.json                              every probe set's token ids, drawn once at the start
-//!   density/step-000100/part-0.parquet       one file per evaluation (schemas: `sink`)
+//!   density/step-000100/part-0.parquet       one file per evaluation (schemas: `tables`)
 //!   quantiles/step-000100/part-0.parquet     per-metric quantiles over vectors, per evaluation
 //!   samples/step-000100/part-0.parquet       each vector's metrics and each sample's losses (probes.per_sample)
 //!   train/step-000100/part-0.parquet         train rows logged since the previous file
@@ -39,6 +39,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod checkpoint;
 pub mod staged;
+pub mod tables;
+pub mod write;
 
 use crate::config::Config;
 use crate::data::Dataset;
@@ -48,6 +50,7 @@ use crate::device::{AdapterSummary, RunDevice};
 use crate::error::InputError;
 use crate::model::Gpt;
 use crate::seed::derive_seed;
+use tables::Table;
 
 pub const CONFIG: &str = "config.yaml";
 pub const MANIFEST: &str = "manifest.json";
@@ -62,38 +65,6 @@ pub const PROBE_OUTPUTS: &str = "probes";
 /// `step-000500`: the folder of one step's table file or checkpoint.
 pub fn step_folder(step: usize) -> String {
     format!("step-{step:06}")
-}
-
-/// The tables of a run, one Parquet file per step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Table {
-    Density,
-    Quantiles,
-    Samples,
-    Train,
-}
-
-impl Table {
-    pub const ALL: [Table; 4] = [
-        Table::Density,
-        Table::Quantiles,
-        Table::Samples,
-        Table::Train,
-    ];
-
-    pub fn folder(self) -> &'static str {
-        match self {
-            Table::Density => "density",
-            Table::Quantiles => "quantiles",
-            Table::Samples => "samples",
-            Table::Train => "train",
-        }
-    }
-
-    /// `density/step-000100/part-0.parquet`, relative to the run directory.
-    pub fn part(self, step: usize) -> String {
-        format!("{}/{}/part-0.parquet", self.folder(), step_folder(step))
-    }
 }
 
 /// Where a run stands, as its manifest records it (`status`).
@@ -319,8 +290,15 @@ impl RunDir {
         }
     }
 
+    /// The run's manifest (for commands that only read a run, `RunDir::at` suffices).
     pub fn read_manifest(&self) -> Result<Manifest, InputError> {
-        read_manifest(&self.root)
+        let path = self.root.join(MANIFEST);
+        let bad = |message: String| InputError::File {
+            file: path.display().to_string(),
+            message,
+        };
+        let text = fs::read(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        serde_json::from_slice(&text).map_err(|e| bad(format!("not a run manifest: {e}")))
     }
 
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
@@ -338,9 +316,37 @@ impl RunDir {
         Ok(hash)
     }
 
-    /// The run's probe sets, checked against `recorded`, the manifest's hash (`load_probes`).
+    /// The run's stored probe sets, checked against `recorded`, the manifest's hash.
+    ///
+    /// The hash is taken over the sets' JSON as serde_json writes it. Floats are written as the
+    /// shortest text that reads back to the same bits and parsed exactly (serde_json's
+    /// `float_roundtrip`), so the sets read back hash to what was recorded when they were written.
+    /// Before that feature was on, some values (0.9991666666666665) parsed one bit off and every
+    /// reload was refused; those files were written correctly and are accepted now unchanged.
     pub fn load_probes(&self, recorded: &str) -> Result<Vec<ProbeSet>, InputError> {
-        load_probes(&self.root.join(PROBES), recorded)
+        let path = &self.root.join(PROBES);
+        let bad = |message: String| InputError::File {
+            file: path.display().to_string(),
+            message,
+        };
+        let text = fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let stored: probes::Stored =
+            serde_json::from_slice(&text).map_err(|e| bad(format!("not a probe file: {e}")))?;
+        if stored.hash != recorded {
+            return Err(bad(format!(
+                "the file says its sets hash to {}, the run's manifest records {recorded}: it is \
+                 not the probes.json this run wrote; restore that file or start a new run",
+                stored.hash
+            )));
+        }
+        let actual = probes::content_hash(&stored.sets);
+        if actual != recorded {
+            return Err(bad(format!(
+                "the sets it holds hash to {actual}, the manifest and the file record {recorded}: \
+                 the sets were edited after the run started; restore the file or start a new run"
+            )));
+        }
+        Ok(stored.sets)
     }
 
     /// The run's data, re-read with its saved tokenizer and checked against the fingerprint it
@@ -460,10 +466,7 @@ impl Unfinished {
             file: run_dir.display().to_string(),
             message: format!("not a densitrace run directory ({what})"),
         };
-        let mut dir = RunDir {
-            root: run_dir.to_path_buf(),
-            run_id: String::new(),
-        };
+        let mut dir = RunDir::at(run_dir.to_path_buf());
         let config_path = dir.path(CONFIG);
         if !config_path.is_file() || !dir.path(MANIFEST).is_file() {
             return Err(not_a_run("no config.yaml or manifest.json").into());
@@ -510,50 +513,8 @@ pub fn git_revision() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Reads stored probe sets and checks them against `recorded`, the manifest's hash.
-///
-/// The hash is taken over the sets' JSON as serde_json writes it. Floats are written as the
-/// shortest text that reads back to the same bits and parsed exactly (serde_json's
-/// `float_roundtrip`), so the sets read back hash to what was recorded when they were written.
-/// Before that feature was on, some values (0.9991666666666665) parsed one bit off and every
-/// reload was refused; those files were written correctly and are accepted now unchanged.
-pub fn load_probes(path: &Path, recorded: &str) -> Result<Vec<ProbeSet>, InputError> {
-    let bad = |message: String| InputError::File {
-        file: path.display().to_string(),
-        message,
-    };
-    let text = fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let stored: probes::Stored =
-        serde_json::from_slice(&text).map_err(|e| bad(format!("not a probe file: {e}")))?;
-    if stored.hash != recorded {
-        return Err(bad(format!(
-            "the file says its sets hash to {}, the run's manifest records {recorded}: it is \
-             not the probes.json this run wrote; restore that file or start a new run",
-            stored.hash
-        )));
-    }
-    let actual = probes::content_hash(&stored.sets);
-    if actual != recorded {
-        return Err(bad(format!(
-            "the sets it holds hash to {actual}, the manifest and the file record {recorded}: \
-             the sets were edited after the run started; restore the file or start a new run"
-        )));
-    }
-    Ok(stored.sets)
-}
-
-/// The manifest of the run in `run_dir`, for commands that only read a run (report, bench).
-pub fn read_manifest(run_dir: &Path) -> Result<Manifest, InputError> {
-    let path = run_dir.join(MANIFEST);
-    let bad = |message: String| InputError::File {
-        file: path.display().to_string(),
-        message,
-    };
-    let text = fs::read(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    serde_json::from_slice(&text).map_err(|e| bad(format!("not a run manifest: {e}")))
-}
-
-/// Writes `bytes` to `path` through `path.tmp`, fsynced before and after the rename.
+/// Writes `bytes` to `path` through `path.tmp`, fsynced before and after the rename: every file
+/// the project writes, in a run directory (`RunDir::write_atomic`) or not (a sweep's, a report's).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("a file path has a parent")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -590,10 +551,7 @@ impl FinishedRun {
             }
             .into());
         }
-        let mut dir = RunDir {
-            root: run_dir.to_path_buf(),
-            run_id: String::new(),
-        };
+        let mut dir = RunDir::at(run_dir.to_path_buf());
         if !dir.has_final_weights() {
             return Err(InputError::File {
                 file: dir.final_weights().display().to_string(),

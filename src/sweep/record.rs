@@ -159,7 +159,8 @@ impl SweepDir {
     /// (and diverged `diverged`) whatever a process recorded, and a `running` cell that no live
     /// process holds (`cell_is_held`) is `interrupted`.
     fn reconcile(&self, cell: &mut Cell) {
-        let status = rundir::read_manifest(&self.root.join(&cell.dir))
+        let status = rundir::RunDir::at(self.root.join(&cell.dir))
+            .read_manifest()
             .ok()
             .map(|m| m.status);
         match status {
