@@ -17,6 +17,12 @@
 //!
 //! The Burn-ops composition of the metrics skips what the kernels do beyond the formulas
 //! (keeping vectors with NaN/Inf out, undefined values), so it does slightly less work.
+//!
+//! A time means nothing for a kernel that computes something else: before each of densitrace's
+//! kernels is timed (`kernels::fast`, and on wgpu the WGSL kernels), its summaries of the same
+//! tensor are compared once with the f64 reference's, within selftest's per-vector tolerances,
+//! and `bench` fails naming the kernel if they disagree. (The Burn-ops composition is a yardstick
+//! outside densitrace and is not checked.)
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -27,12 +33,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::config::{Config, DeviceChoice};
+use crate::config::{Config, DeviceChoice, ReductionChoice};
 use crate::device::{self, RunDevice};
-use crate::evaluate::{Probing, Reduction};
 use crate::kernels::{self, fast, reference};
-use crate::metrics::{Columns, MetricSpec};
+use crate::measure::Probing;
+use crate::measure::reduce::Reduction;
+use crate::metrics::{Columns, MetricSpec, Summary};
 use crate::run::{self, Destination};
+use crate::selftest::row_tolerance;
 
 /// The shipped configs whose models are timed (embedded, so the binary benches anywhere).
 const QUICKSTART: &str = include_str!("../experiments/quickstart.yaml");
@@ -253,8 +261,79 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The kernel table: every family at every size.
-fn kernel_rows(device: &Device, on_device: bool, quick: bool, repeats: usize) -> Vec<KernelRow> {
+/// The f64 reference's (mean, std, n) of each column of a tensor's per-vector table, with each
+/// column's largest finite magnitude, the scale of its tolerance.
+struct ReferenceSummary {
+    summaries: Vec<Summary>,
+    scale: Vec<f64>,
+}
+
+impl ReferenceSummary {
+    /// Of `[vectors, width]` `values`.
+    fn of(values: &[f32], width: usize, cols: &Columns) -> ReferenceSummary {
+        let per_row = reference::matrix_metrics(values, width, cols);
+        let summaries = (0..cols.count())
+            .map(|c| reference::aggregate(&per_row, c))
+            .collect();
+        let scale = (0..cols.count())
+            .map(|c| {
+                per_row
+                    .iter()
+                    .map(|row| row[c].abs())
+                    .filter(|v| v.is_finite())
+                    .fold(0.0, f64::max)
+            })
+            .collect();
+        ReferenceSummary { summaries, scale }
+    }
+
+    /// Whether `got`, each column's (mean, std, n) as `kernel` computes them, agrees with the
+    /// reference. Each vector's value may be off by selftest's `row_tolerance` at the column's
+    /// scale, and so may a mean; a sample std by that times sqrt(n / (n - 1)), plus 1e-3 of itself
+    /// for its f32 sums; the count of finite vectors not at all. NaN matches only NaN.
+    fn check(&self, kernel: &str, cols: &Columns, width: usize, got: &[[f64; 3]]) -> Result<()> {
+        let names = cols.names();
+        anyhow::ensure!(
+            got.len() == self.summaries.len(),
+            "bench: the {kernel} returned {} columns, the reference {}",
+            got.len(),
+            self.summaries.len()
+        );
+        for (c, (want, &[mean, std, n])) in self.summaries.iter().zip(got).enumerate() {
+            let per_vector = row_tolerance(cols, c, width, self.scale[c]);
+            let samples = want.n as f64;
+            let std_tolerance =
+                per_vector * (samples / (samples - 1.0).max(1.0)).sqrt() + 1e-3 * want.std.abs();
+            for (what, got, want, tolerance) in [
+                ("mean", mean, want.mean, per_vector),
+                ("std", std, want.std, std_tolerance),
+                ("n", n, want.n as f64, 0.0),
+            ] {
+                let agrees = match (got.is_nan(), want.is_nan()) {
+                    (true, true) => true,
+                    (false, false) => (got - want).abs() <= tolerance,
+                    _ => false,
+                };
+                anyhow::ensure!(
+                    agrees,
+                    "bench: the {kernel} disagrees with the f64 reference: {} {what} {got} \
+                     against {want} (tolerance {tolerance:.3e}); its time would mean nothing",
+                    names[c]
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The kernel table: every family at every size, each kernel checked against the f64 reference
+/// before it is timed.
+fn kernel_rows(
+    device: &Device,
+    on_device: bool,
+    quick: bool,
+    repeats: usize,
+) -> Result<Vec<KernelRow>> {
     let sizes: &[(usize, usize)] = if quick {
         &[(1024, 128), (4096, 512)]
     } else {
@@ -277,6 +356,8 @@ fn kernel_rows(device: &Device, on_device: bool, quick: bool, repeats: usize) ->
                 .collect();
             let x = Tensor::<2>::from_data(TensorData::new(data, [vectors, width]), device);
             let mb = (vectors * width * 4) as f64 / 1e6;
+            let reference = ReferenceSummary::of(&read(x.clone()), width, &cols);
+            let at = |kernel: &str| format!("{kernel} ({family}, {vectors} x {width})");
             let host = median_time(repeats, || {
                 let values = read(x.clone());
                 let per_row = reference::matrix_metrics(&values, width, &cols);
@@ -284,6 +365,20 @@ fn kernel_rows(device: &Device, on_device: bool, quick: bool, repeats: usize) ->
                     std::hint::black_box(reference::aggregate(&per_row, c));
                 }
             });
+            let values = read(x.clone());
+            let per_row = fast::matrix_metrics(&values, width, &cols);
+            let fast_summaries: Vec<[f64; 3]> = (0..cols.count())
+                .map(|c| {
+                    let s = fast::aggregate(&per_row, c);
+                    [s.mean, s.std, s.n as f64]
+                })
+                .collect();
+            reference.check(
+                &at("kernels::fast reduction"),
+                &cols,
+                width,
+                &fast_summaries,
+            )?;
             let host_fast = median_time(repeats, || {
                 let values = read(x.clone());
                 let per_row = fast::matrix_metrics(&values, width, &cols);
@@ -312,6 +407,12 @@ fn kernel_rows(device: &Device, on_device: bool, quick: bool, repeats: usize) ->
                     device.sync().expect("the device runs the copy");
                     drop(y);
                 });
+                let summary = read(kernels::aggregate(kernels::row_metrics(x.clone(), &cols)));
+                let wgsl_summaries: Vec<[f64; 3]> = summary
+                    .chunks(3)
+                    .map(|s| [s[0].into(), s[1].into(), s[2].into()])
+                    .collect();
+                reference.check(&at("WGSL kernels"), &cols, width, &wgsl_summaries)?;
                 let wgsl = median_time(repeats, || {
                     read(kernels::aggregate(kernels::row_metrics(x.clone(), &cols)));
                 });
@@ -333,7 +434,7 @@ fn kernel_rows(device: &Device, on_device: bool, quick: bool, repeats: usize) ->
             rows.push(row);
         }
     }
-    rows
+    Ok(rows)
 }
 
 /// `yaml` on `choice` for `steps` steps, every step logged, evaluated at step 0 and the last
@@ -450,20 +551,19 @@ fn evaluation_split(
     let config = &finished.config;
     let gpt = finished.model(&device.device)?;
     let prior = finished.reload_dataset(config)?.prior();
-    let plan = config.probe_plan();
-    let reductions = [Reduction::CpuFast, Reduction::Reference];
-    let mut seconds: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); reductions.len()];
+    // Each host reduction as `probes.reduction` chooses it on the CPU backend: `fast` is
+    // `kernels::fast`, `reference` the f64 reference.
+    let probings: Vec<Probing> = [ReductionChoice::Fast, ReductionChoice::Reference]
+        .into_iter()
+        .map(|reduction| {
+            let mut config = config.clone();
+            config.probes.reduction = reduction;
+            Probing::new(&config, device, &finished.probe_sets, prior.as_ref())
+        })
+        .collect();
+    let mut seconds: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); probings.len()];
     for _ in 0..rounds {
-        for (&reduction, (forward, metrics)) in reductions.iter().zip(&mut seconds) {
-            let probing = Probing {
-                sets: &finished.probe_sets,
-                plan: &plan,
-                layers: config.model.layers,
-                batch_tokens: config.probes.batch_size,
-                device: &device.device,
-                reduction,
-                prior: prior.as_ref(),
-            };
+        for (probing, (forward, metrics)) in probings.iter().zip(&mut seconds) {
             let timing = probing.evaluate(&gpt).timing;
             forward.push(timing.forward);
             metrics.push(timing.reduce);
@@ -473,12 +573,12 @@ fn evaluation_split(
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    Ok(reductions
+    Ok(probings
         .iter()
         .zip(seconds)
-        .map(|(reduction, (forward, metrics))| EvaluationRow {
+        .map(|(probing, (forward, metrics))| EvaluationRow {
             model: model.into(),
-            reduction: reduction.name().into(),
+            reduction: probing.reduction().name().into(),
             rounds,
             forward_s: median(forward),
             metrics_s: median(metrics),
@@ -501,7 +601,7 @@ pub fn bench(options: BenchOptions) -> Result<BenchReport> {
     };
     eprintln!("bench on {adapter}");
     let repeats = if options.quick { 3 } else { 7 };
-    let kernels = kernel_rows(&run_device.device, on_device, options.quick, repeats);
+    let kernels = kernel_rows(&run_device.device, on_device, options.quick, repeats)?;
     eprintln!("kernel table done");
 
     let mut training = Vec::new();
@@ -663,6 +763,42 @@ mod tests {
                 assert_eq!(config.train.steps, 30);
                 assert_eq!(config.checkpoint.every, 0);
             }
+        }
+    }
+
+    /// The check before timing passes `kernels::fast` on the bench's own kind of tensor, and
+    /// fails, naming the kernel and the column, once one of its means is off.
+    #[test]
+    fn a_kernel_that_disagrees_with_the_reference_is_not_timed() {
+        let (vectors, width) = (256, 64);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let values: Vec<f32> = (0..vectors * width)
+            .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+            .collect();
+        for family in ["moments", "order"] {
+            let cols = family_columns(family);
+            let reference = ReferenceSummary::of(&values, width, &cols);
+            let per_row = fast::matrix_metrics(&values, width, &cols);
+            let mut got: Vec<[f64; 3]> = (0..cols.count())
+                .map(|c| {
+                    let s = fast::aggregate(&per_row, c);
+                    [s.mean, s.std, s.n as f64]
+                })
+                .collect();
+            reference.check("fast", &cols, width, &got).unwrap();
+            // l1's mean, or gini's, 1% off.
+            let c = if family == "moments" {
+                Columns::L1
+            } else {
+                cols.moments_count() + Columns::GINI
+            };
+            got[c][0] *= 1.01;
+            let message = reference
+                .check("fast", &cols, width, &got)
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains("the fast disagrees"), "{message}");
+            assert!(message.contains(&cols.names()[c]), "{message}");
         }
     }
 }

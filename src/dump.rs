@@ -12,7 +12,7 @@ use anyhow::Result;
 use burn::prelude::*;
 
 use crate::error::InputError;
-use crate::evaluate::{forward, named_sites, vectors_at};
+use crate::measure::forward::{forward, named_sites, vectors_at};
 use crate::metrics::{Position, SiteKind};
 use crate::rundir::{FinishedRun, write_atomic};
 

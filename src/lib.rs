@@ -1,7 +1,7 @@
 //! densitrace: pretrain a small GPT and measure, every N steps and on the device, how dense its
 //! activations are on in-distribution versus distribution-shifted probes.
 //!
-//! Data flows one way: `config` -> `data` -> `model` -> `evaluate` (probes) -> `kernels` ->
+//! Data flows one way: `config` -> `data` -> `model` -> `measure` (probes) -> `kernels` ->
 //! `rundir` (the run directory: its layout and its tables) -> `report`; `train` drives the loop,
 //! `run` ties one run together and `sweep` runs many; `selftest` checks a machine's device
 //! against the reference.
@@ -12,8 +12,8 @@ pub mod data;
 pub mod device;
 pub mod dump;
 pub mod error;
-pub mod evaluate;
 pub mod kernels;
+pub mod measure;
 pub mod metrics;
 pub mod model;
 pub mod probe;

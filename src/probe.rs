@@ -24,7 +24,7 @@ use crate::config::{self, ProbeSetConfig};
 use crate::data::probes;
 use crate::device;
 use crate::error::InputError;
-use crate::evaluate::{Probing, Reduction};
+use crate::measure::Probing;
 use crate::rundir::staged::StagedDir;
 use crate::rundir::{self, FinishedRun, RunDir};
 use crate::train::tokens_seen;
@@ -150,16 +150,7 @@ pub fn probe(
     let dir = RunDir::writing_for(staged.path().to_path_buf(), &run.dir);
     dir.write_atomic("probes.yaml", yaml.as_bytes())?;
     dir.save_probes(rundir::PROBES, &sets)?;
-    let plan = config.probe_plan();
-    let probing = Probing {
-        sets: &sets,
-        plan: &plan,
-        layers: config.model.layers,
-        batch_tokens: config.probes.batch_size,
-        device: &device.device,
-        reduction: Reduction::for_config(&device, config.probes.reduction),
-        prior: prior.as_ref(),
-    };
+    let probing = Probing::new(&config, &device, &sets, prior.as_ref());
     let t0 = Instant::now();
     let mut rows = 0;
     for &step in &steps {

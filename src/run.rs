@@ -14,13 +14,13 @@ use anyhow::Result;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 
-use crate::config::{Config, ProbePlan};
+use crate::config::Config;
 use crate::data::Dataset;
 use crate::data::probes::{self, ProbeSet};
 use crate::data::rulegraph::Prior;
 use crate::device::{self, RunDevice};
 use crate::error::InputError;
-use crate::evaluate::{Probing, Reduction};
+use crate::measure::Probing;
 use crate::metrics::MetricSpec;
 use crate::model::Gpt;
 use crate::progress::Progress;
@@ -61,7 +61,6 @@ struct Prepared {
     device: RunDevice,
     data: Dataset,
     probe_sets: Vec<ProbeSet>,
-    plan: ProbePlan,
     /// The rule graph's frequency prior (`prior_acc`).
     prior: Option<Prior>,
 }
@@ -69,15 +68,7 @@ struct Prepared {
 impl Prepared {
     /// The run's evaluation: its probe sets and plan, reduced where its device measures.
     fn probing<'a>(&'a self, config: &Config) -> Probing<'a> {
-        Probing {
-            sets: &self.probe_sets,
-            plan: &self.plan,
-            layers: config.model.layers,
-            batch_tokens: config.probes.batch_size,
-            device: &self.device.device,
-            reduction: Reduction::for_config(&self.device, config.probes.reduction),
-            prior: self.prior.as_ref(),
-        }
+        Probing::new(config, &self.device, &self.probe_sets, self.prior.as_ref())
     }
 }
 
@@ -100,7 +91,6 @@ fn prepare(config: &Config, saved: Option<(&RunDir, &Manifest)>) -> Result<Prepa
     tracing::info!("{}; {} probe sets", data.describe(), probe_sets.len());
     Ok(Prepared {
         prior: data.prior(),
-        plan: config.probe_plan(),
         device,
         data,
         probe_sets,
@@ -302,7 +292,7 @@ impl TrainHooks for RunHooks<'_> {
             forward_seconds: timing.forward,
             reduce_seconds: timing.reduce,
             write_seconds: timing.write,
-            reduction: probing.reduction.name().into(),
+            reduction: probing.reduction().name().into(),
         });
         self.write_manifest()?;
         if self.first.is_none() {

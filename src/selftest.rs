@@ -34,8 +34,9 @@ use serde::Serialize;
 use crate::config::{Config, DeviceChoice, ModelConfig, ProbePlan, TrainConfig};
 use crate::data::probes::ProbeSet;
 use crate::device::{self, RunDevice};
-use crate::evaluate::{Reduction, answer_metrics};
 use crate::kernels::{self, across, fast, reference};
+use crate::measure::answers::answer_metrics;
+use crate::measure::reduce::Reduction;
 use crate::metrics::{Columns, MetricSpec, Position, SiteKind};
 use crate::model::Gpt;
 use crate::report::iid::{SCIENCE_TABLE, SCIENCE_TABLE_METRICS};
@@ -674,7 +675,7 @@ fn is_count(cols: &Columns, column: usize) -> bool {
 /// A per-vector value's tolerance: 1e-4 relative (plus 1e-6 absolute, for values that are 0);
 /// kurtosis relative to m4/m2^2 = kurtosis + 3, since the excess subtracts 3; counts within one
 /// element (1/d).
-fn row_tolerance(cols: &Columns, column: usize, width: usize, want: f64) -> f64 {
+pub(crate) fn row_tolerance(cols: &Columns, column: usize, width: usize, want: f64) -> f64 {
     if is_count(cols, column) {
         1.0 / width as f64 + 1e-6
     } else if column == Columns::KURTOSIS {
@@ -1220,8 +1221,8 @@ probes:
 ";
 
 /// The bytes one evaluation of `config` on `sets` reads back, derived from its plan and the
-/// model's widths rather than from `evaluate.rs`'s code, so the end-to-end check (and
-/// tests/end_to_end.rs, against its hand count) can hold the evaluation to it:
+/// model's widths rather than from `measure::reduce`'s `ReadbackPlan`, so the end-to-end check
+/// (and tests/end_to_end.rs, against its hand count) can hold the evaluation to it:
 /// - with the kernels, per probe set, site and position: the quantiles (columns x quantiles),
 ///   the per-vector table where `per_sample` covers it (vectors x columns), the summary
 ///   (columns x 3), and per across-vector read the active-fraction statistics (3 per distinct

@@ -6,7 +6,7 @@
 mod common;
 
 use common::cli::bin;
-use densitrace::evaluate::Reduction;
+use densitrace::measure::reduce::Reduction;
 use densitrace::rundir::FinishedRun;
 use densitrace::selftest::expected_readback_bytes;
 

@@ -414,7 +414,8 @@ pub struct ProbesConfig {
     pub sets: Vec<ProbeSetConfig>,
 }
 
-/// `probes.reduction`; `evaluate::Reduction::for_config` turns it into the reduction that runs.
+/// `probes.reduction`; `measure::reduce::Reduction::for_config` turns it into the reduction that
+/// runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReductionChoice {

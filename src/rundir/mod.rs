@@ -180,7 +180,7 @@ pub struct EvaluationRecord {
     pub reduce_seconds: f64,
     #[serde(default)]
     pub write_seconds: f64,
-    /// Who computed the metrics (`evaluate::Reduction::name`): `kernels`, `cpu_fast` or
+    /// Who computed the metrics (`measure::reduce::Reduction::name`): `kernels`, `cpu_fast` or
     /// `reference` (empty in manifests written before it was recorded).
     #[serde(default)]
     pub reduction: String,
