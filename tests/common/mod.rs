@@ -3,19 +3,14 @@
 
 pub mod cli;
 
-/// A config on the data and model every CLI test trains on (a 20-entity rule graph, a 1-layer
-/// 16-wide GPT on the CPU backend: seconds a run), with the test's own name, seed, schedule and
-/// probes appended: `const CONFIG: &str = tiny_config!("name: crash\nseed: 5\ntrain: ...")`.
+/// A config on the data and model every CLI test trains on (`densitrace::tiny_data_and_model!`,
+/// the one selftest's end-to-end run uses: a 20-entity rule graph, a 1-layer 16-wide GPT) on the
+/// CPU backend, seconds a run, with the test's own name, seed, schedule and probes appended:
+/// `const CONFIG: &str = tiny_config!("name: crash\nseed: 5\ntrain: ...")`.
 #[macro_export]
 macro_rules! tiny_config {
     ($rest:literal) => {
-        concat!(
-            "device: cpu\n",
-            "data:\n",
-            "  source: {kind: rulegraph, entities: 20, relations: 3, rules: 4, min_hops: 2, max_hops: 3}\n",
-            "model: {layers: 1, d_model: 16, heads: 2, d_ff: 32, seq_len: 4}\n",
-            $rest
-        )
+        concat!("device: cpu\n", densitrace::tiny_data_and_model!(), $rest)
     };
 }
 
