@@ -260,7 +260,7 @@ pub enum Command {
         /// what CI runs.
         #[arg(long)]
         quick: bool,
-        /// Also write the report as JSON to this file.
+        /// Also write the report as JSON to this file (its directory must exist).
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },

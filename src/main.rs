@@ -254,15 +254,12 @@ fn main() -> ExitCode {
             device,
             quick,
             json,
-        } => bench::bench(bench::BenchOptions { device, quick }).and_then(|report| {
-            print!("{}", report.markdown());
-            if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&report)?;
-                std::fs::write(&path, text)
-                    .map_err(|e| InputError::Other(format!("--json {}: {e}", path.display())))?;
-            }
-            Ok(())
-        }),
+        } => writable_json(json.as_deref())
+            .and_then(|()| bench::bench(bench::BenchOptions { device, quick }))
+            .and_then(|report| {
+                print!("{}", report.markdown());
+                write_json(json.as_deref(), &report)
+            }),
         Command::Selftest {
             device,
             quick,
@@ -271,12 +268,7 @@ fn main() -> ExitCode {
             .and_then(|()| selftest::selftest(selftest::SelftestOptions { device, quick }))
             .and_then(|report| {
                 print!("{}", report.table());
-                if let Some(path) = &json {
-                    let text = serde_json::to_string_pretty(&report)?;
-                    std::fs::write(path, text).map_err(|e| {
-                        InputError::Other(format!("--json {}: {e}", path.display()))
-                    })?;
-                }
+                write_json(json.as_deref(), &report)?;
                 let failures = report.failures();
                 if !failures.is_empty() {
                     anyhow::bail!("selftest failed: {}", failures.join("; "));
@@ -317,6 +309,19 @@ fn main() -> ExitCode {
 
 /// Bad input unless `--json FILE` can be created: its directory must exist. Checked before any
 /// work, so a typo costs nothing and leaves nothing behind.
+/// Writes `bench`'s or `selftest`'s report to `--json FILE`, when given.
+fn write_json(
+    path: Option<&std::path::Path>,
+    report: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text)
+        .map_err(|e| InputError::Other(format!("--json {}: {e}", path.display())).into())
+}
+
+/// Refuses a `--json FILE` that could not be written (no such directory, or a directory) before
+/// the long work starts, as bad input (exit 2).
 fn writable_json(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let Some(path) = path else { return Ok(()) };
     let parent = match path.parent() {

@@ -48,6 +48,26 @@ fn json_into_a_missing_directory_exits_2_before_any_check() {
     );
 }
 
+/// `bench` takes the same `--json` and refuses the same bad path before it measures anything.
+#[test]
+fn bench_json_into_a_missing_directory_exits_2_before_measuring() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let json = missing.join("bench.json");
+    let started = std::time::Instant::now();
+    let out = bin()
+        .args(["bench", "--device", "cpu", "--quick", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing was measured");
+    assert!(!missing.exists());
+    assert!(started.elapsed().as_secs() < 20, "it checked before working");
+}
+
 /// The CPU backend: its host reduction against the reference, the model and a short run pass;
 /// the wgpu-only dispatch check is reported as skipped with its reason, never as passed.
 #[test]
