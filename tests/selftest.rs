@@ -65,7 +65,10 @@ fn bench_json_into_a_missing_directory_exits_2_before_measuring() {
     assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
     assert!(out.stdout.is_empty(), "nothing was measured");
     assert!(!missing.exists());
-    assert!(started.elapsed().as_secs() < 20, "it checked before working");
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "it checked before working"
+    );
 }
 
 /// The CPU backend: its host reduction against the reference, the model and a short run pass;
