@@ -5,7 +5,10 @@ torch metrics on the captured activations). Benchmark only: not part of CI.
 
 Needs torch (pip install torch; the CPU is enough). It installs nothing itself.
 
-    python3 scripts/peer_pytorch.py [--steps 200] [--evaluations 3] [--threads N]
+    python3 scripts/peer_pytorch.py [--size quickstart|findings] [--steps 200] [--evaluations 3] [--threads N]
+
+--size findings is the 3.2M-parameter model of experiments/sweeps/findings-size.yaml (4 layers,
+d_model 256, d_ff 1024), on the same data shapes.
 
 It prints train ms/step (median after 10 warm-up steps), tokens/s, evaluation seconds (median of
 --evaluations after one warm-up), the instrumentation share at the quickstart's schedule (31
@@ -29,8 +32,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# The quickstart (experiments/quickstart.yaml) and its rule graph's shapes.
+# The quickstart (experiments/quickstart.yaml) and its rule graph's shapes; --size findings
+# replaces LAYERS, D and D_FF with SIZES["findings"].
 VOCAB, LAYERS, D, HEADS, D_FF, SEQ_LEN = 226, 2, 128, 4, 512, 16
+SIZES = {"quickstart": (2, 128, 512), "findings": (4, 256, 1024)}
 BATCH, CONTEXT = 64, 3
 LR, MIN_LR, WARMUP, STEPS, WEIGHT_DECAY, CLIP = 2e-3, 2e-4, 50, 3000, 0.1, 1.0
 # Ten probe sets of 512 prompts of 3 tokens; evaluated at step 0, every 100 steps and the last.
@@ -152,10 +157,13 @@ def evaluate(model, probe_sets):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="quickstart", help="the model's size")
     parser.add_argument("--steps", type=int, default=200, help="training steps to time")
     parser.add_argument("--evaluations", type=int, default=3, help="evaluations to time")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    global LAYERS, D, D_FF
+    LAYERS, D, D_FF = SIZES[args.size]
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(1)
@@ -185,7 +193,8 @@ def main():
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times[10:])
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.size} model ({parameters / 1e6:.2f}M parameters)")
     print(f"train: {step_s * 1e3:.2f} ms/step, {BATCH * CONTEXT / step_s:.0f} tokens/s (median of {len(times) - 10} steps)")
     # --evaluations 0 times training alone (what a profile of the train step wants).
     if args.evaluations > 0:

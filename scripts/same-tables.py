@@ -34,6 +34,8 @@ def files(root):
 
 def main(a, b):
     fa, fb = files(a), files(b)
+    if not fa:
+        sys.exit(f"no Parquet file under {a}: nothing to compare")
     if fa.keys() != fb.keys():
         sys.exit(f"different files: {sorted(set(fa) ^ set(fb))}")
     rows = 0
@@ -46,7 +48,8 @@ def main(a, b):
                 continue
             x, y = ta.column(c).to_numpy(), tb.column(c).to_numpy()
             if x.dtype.kind == "f":
-                same = np.array_equal(x.view(np.uint64), y.view(np.uint64))
+                bits = np.dtype(f"u{x.dtype.itemsize}")
+                same = np.array_equal(x.view(bits), y.view(bits))
             else:
                 same = np.array_equal(x, y)
             if not same:

@@ -270,16 +270,68 @@ fn minimal_autotune_for_software_adapter() -> bool {
     CubeClRuntimeConfig::try_set(config)
 }
 
+/// The environment variable that picks Burn's CPU backend in a binary built with more than one
+/// (the `cpu-ndarray` and `cpu-libtorch` features). Only for BENCHMARKS.md's backend table:
+/// the default build has `flex` alone, and the variable then accepts only `flex`.
+pub const CPU_BACKEND_VAR: &str = "DENSITRACE_CPU_BACKEND";
+
+/// Burn's CPU backends this binary was built with, the default first.
+pub fn cpu_backends() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut names = vec!["flex"];
+    #[cfg(feature = "cpu-ndarray")]
+    names.push("ndarray");
+    #[cfg(feature = "cpu-libtorch")]
+    names.push("libtorch");
+    names
+}
+
+/// The CPU backend `device: cpu` uses: `flex` unless `DENSITRACE_CPU_BACKEND` names another one
+/// this binary was built with. Returns its name and device.
+pub fn cpu_backend() -> Result<(&'static str, Device), InputError> {
+    let chosen = std::env::var(CPU_BACKEND_VAR).unwrap_or_default();
+    let name = match chosen.as_str() {
+        "" => "flex",
+        other => cpu_backends()
+            .into_iter()
+            .find(|name| *name == other)
+            .ok_or_else(|| {
+                InputError::Other(format!(
+                    "{CPU_BACKEND_VAR}={other}: this binary has the CPU backends {} (the others \
+                     need a build with `--features cpu-ndarray` or `cpu-libtorch`)",
+                    cpu_backends().join(", ")
+                ))
+            })?,
+    };
+    let device = match name {
+        #[cfg(feature = "cpu-ndarray")]
+        #[allow(deprecated)]
+        // Burn 0.22 deprecates ndarray in favour of flex; measured all the same.
+        "ndarray" => Device::ndarray(),
+        #[cfg(feature = "cpu-libtorch")]
+        "libtorch" => Device::libtorch(),
+        _ => Device::flex(),
+    };
+    Ok((name, device))
+}
+
 /// Opens the device the config asks for. A missing adapter for `wgpu` is bad input (exit 2).
 pub fn select(choice: DeviceChoice) -> Result<RunDevice, InputError> {
-    let cpu = |reason: String| RunDevice {
-        device: Device::flex(),
-        backend: "cpu",
-        adapter: None,
-        reason,
+    let cpu = |reason: String| -> Result<RunDevice, InputError> {
+        let (name, device) = cpu_backend()?;
+        let reason = match name {
+            "flex" => reason,
+            other => format!("{reason} (Burn CPU backend {other}, from {CPU_BACKEND_VAR})"),
+        };
+        Ok(RunDevice {
+            device,
+            backend: "cpu",
+            adapter: None,
+            reason,
+        })
     };
     match choice {
-        DeviceChoice::Cpu => Ok(cpu("device: cpu in the config".into())),
+        DeviceChoice::Cpu => cpu("device: cpu in the config".into()),
         DeviceChoice::Wgpu => match best_adapter() {
             Some((adapter, device)) => {
                 let mut reason = "device: wgpu in the config".to_string();
@@ -305,16 +357,16 @@ pub fn select(choice: DeviceChoice) -> Result<RunDevice, InputError> {
                 reason: format!("device: auto found a hardware GPU ({})", adapter.name),
                 adapter: Some(adapter),
             }),
-            Some((adapter, _)) => Ok(cpu(format!(
+            Some((adapter, _)) => cpu(format!(
                 "device: auto found no hardware GPU (only {}, a {:?} adapter); training on the \
                  CPU backend with the CPU reference metrics",
                 adapter.name, adapter.kind
-            ))),
-            None => Ok(cpu(
+            )),
+            None => cpu(
                 "device: auto found no wgpu adapter; training on the CPU backend with the CPU \
                  reference metrics"
                     .into(),
-            )),
+            ),
         },
     }
 }

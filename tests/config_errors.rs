@@ -170,6 +170,30 @@ fn malformed_yaml_is_a_file_error() {
     }
 }
 
+/// DENSITRACE_CPU_BACKEND (src/device.rs) may only name a CPU backend this binary was built with;
+/// anything else is bad input, named, before a run directory exists.
+#[test]
+fn an_unknown_cpu_backend_exits_2_naming_the_variable_and_creates_no_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("quickstart.yaml");
+    std::fs::write(&config, GOOD.replace("device: auto", "device: cpu")).unwrap();
+    let out = dir.path().join("runs");
+    let result = bin()
+        .env("DENSITRACE_CPU_BACKEND", "abacus")
+        .args([
+            "run",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "stderr: {stderr}");
+    assert_names(&stderr, &["DENSITRACE_CPU_BACKEND=abacus", "flex"]);
+    assert!(!out.exists(), "a run directory was created");
+}
+
 #[test]
 fn the_cli_exits_2_names_the_field_and_creates_no_run_directory() {
     let dir = tempfile::tempdir().unwrap();

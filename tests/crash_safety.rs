@@ -270,6 +270,37 @@ fn the_same_config_and_seed_give_identical_tables() {
     );
 }
 
+/// The README's reproducibility statement: on one machine the tables do not depend on how many
+/// threads Burn's CPU backend and the fast reduction use. The model is widened to the quickstart's
+/// (d_model 128, d_ff 512, 192 tokens a step) so its matrix multiplies are large enough for
+/// flex to split them over threads (192 x 128 x 512 is above its 192^3 threshold).
+#[test]
+fn the_tables_do_not_depend_on_the_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), CONFIG);
+    let outs = [tmp.path().join("one"), tmp.path().join("two")];
+    for (threads, out) in ["1", "2"].into_iter().zip(&outs) {
+        let output = common::cli::bin()
+            .env("RAYON_NUM_THREADS", threads)
+            .args([
+                "run",
+                config.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(["--set", "train.steps=30", "--set", "train.batch_size=64"])
+            .args(["--set", "model.d_model=128", "--set", "model.d_ff=512"])
+            .args(["--set", "probes.every=10", "--set", "probes.samples=256"])
+            .output()
+            .unwrap();
+        common::cli::assert_success(&output, &format!("a run on {threads} thread(s)"));
+    }
+    assert_same_tables(
+        &run_dir(&outs[0], "crash").unwrap(),
+        &run_dir(&outs[1], "crash").unwrap(),
+    );
+}
+
 /// Overwrites 4 KiB (or half the file, if smaller) in the middle of `path`, keeping its size.
 fn corrupt_in_place(path: &Path) -> Vec<u8> {
     let original = std::fs::read(path).unwrap();

@@ -67,7 +67,8 @@ pub fn bench(options: BenchOptions) -> Result<BenchReport> {
             a.name, a.backend, a.device_type, a.driver, a.driver_info
         ),
         None => format!(
-            "Burn CPU backend (flex), {} threads",
+            "Burn CPU backend ({}), {} threads",
+            device::cpu_backend()?.0,
             std::thread::available_parallelism().map_or(1, |n| n.get())
         ),
     };
