@@ -309,6 +309,8 @@ pub fn cpu_backend() -> Result<(&'static str, Device), InputError> {
         // Burn 0.22 deprecates ndarray in favour of flex; measured all the same.
         "ndarray" => Device::ndarray(),
         #[cfg(feature = "cpu-libtorch")]
+        #[allow(deprecated)]
+        // deprecated in Burn 0.22 too (for CubeCL backends); measured all the same.
         "libtorch" => Device::libtorch(),
         _ => Device::flex(),
     };
