@@ -19,7 +19,17 @@ fn error_of(yaml: &str, overrides: &[&str]) -> String {
 
 /// `densitrace run CONFIG --out OUT`: its exit code and stderr.
 fn run_cli(config: &std::path::Path, out: &std::path::Path) -> (Option<i32>, String) {
+    run_cli_with(config, out, &[])
+}
+
+/// `run_cli` with these environment variables set.
+fn run_cli_with(
+    config: &std::path::Path,
+    out: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
     let result = bin()
+        .envs(env.iter().copied())
         .args([
             "run",
             config.to_str().unwrap(),
@@ -178,18 +188,8 @@ fn an_unknown_cpu_backend_exits_2_naming_the_variable_and_creates_no_run_directo
     let config = dir.path().join("quickstart.yaml");
     std::fs::write(&config, GOOD.replace("device: auto", "device: cpu")).unwrap();
     let out = dir.path().join("runs");
-    let result = bin()
-        .env("DENSITRACE_CPU_BACKEND", "abacus")
-        .args([
-            "run",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(result.status.code(), Some(2), "stderr: {stderr}");
+    let (code, stderr) = run_cli_with(&config, &out, &[("DENSITRACE_CPU_BACKEND", "abacus")]);
+    assert_eq!(code, Some(2), "stderr: {stderr}");
     assert_names(&stderr, &["DENSITRACE_CPU_BACKEND=abacus", "flex"]);
     assert!(!out.exists(), "a run directory was created");
 }

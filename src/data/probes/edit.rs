@@ -107,13 +107,7 @@ mod replace {
     use crate::data::probes::{ProbeSet, build};
     use crate::data::{Dataset, Kind};
 
-    fn config(source: &str, sets: &str) -> Config {
-        let yaml = format!(
-            "name: r\nseed: 4\ndata:\n  source: {source}\n\
-             probes:\n  every: 5\n  samples: 200\n  sets:\n{sets}"
-        );
-        Config::from_yaml(&yaml, "r.yaml", &[]).unwrap_or_else(|e| panic!("{e}"))
-    }
+    use crate::data::probes::test_config as config;
 
     fn built(config: &Config) -> (Dataset, Vec<ProbeSet>) {
         let data = Dataset::prepare(config, None).unwrap();

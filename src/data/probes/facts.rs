@@ -183,13 +183,7 @@ mod deduction {
     use crate::data::probes::build;
     use crate::data::{Dataset, Kind};
 
-    fn config(source: &str, sets: &str) -> Config {
-        let yaml = format!(
-            "name: r\nseed: 4\ndata:\n  source: {source}\n\
-             probes:\n  every: 5\n  samples: 200\n  sets:\n{sets}"
-        );
-        Config::from_yaml(&yaml, "r.yaml", &[]).unwrap_or_else(|e| panic!("{e}"))
-    }
+    use crate::data::probes::test_config as config;
 
     #[test]
     fn deduction_sets_hold_held_out_facts_of_their_kind_and_can_be_matched() {

@@ -249,6 +249,16 @@ fn draw<T: Copy>(items: &[T], n: usize, rng: &mut ChaCha8Rng) -> Vec<T> {
 
 /// Stored probe sets must read back exactly what was written: their hash is recomputed from the
 /// parsed sets by every later command, so one bit lost in a float refuses the run (issue 9).
+/// A config on `source` with these probe `sets` (YAML list items), for the family tests.
+#[cfg(test)]
+fn test_config(source: &str, sets: &str) -> Config {
+    let yaml = format!(
+        "name: r\nseed: 4\ndata:\n  source: {source}\n\
+         probes:\n  every: 5\n  samples: 200\n  sets:\n{sets}"
+    );
+    Config::from_yaml(&yaml, "r.yaml", &[]).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[cfg(test)]
 mod round_trip {
     use rand::Rng;
