@@ -286,11 +286,16 @@ pub fn cpu_backends() -> Vec<&'static str> {
     names
 }
 
-/// The CPU backend `device: cpu` uses: `flex` unless `DENSITRACE_CPU_BACKEND` names another one
-/// this binary was built with. Returns its name and device.
-pub fn cpu_backend() -> Result<(&'static str, Device), InputError> {
-    let chosen = std::env::var(CPU_BACKEND_VAR).unwrap_or_default();
-    let name = match chosen.as_str() {
+/// The name of the CPU backend `device: cpu` uses: `flex` unless `DENSITRACE_CPU_BACKEND` names
+/// another one this binary was built with.
+pub fn cpu_backend_name() -> Result<&'static str, InputError> {
+    let chosen = match std::env::var_os(CPU_BACKEND_VAR) {
+        None => String::new(),
+        Some(value) => value.into_string().map_err(|value| {
+            InputError::Other(format!("{CPU_BACKEND_VAR}={value:?}: not a backend name"))
+        })?,
+    };
+    Ok(match chosen.as_str() {
         "" => "flex",
         other => cpu_backends()
             .into_iter()
@@ -302,7 +307,12 @@ pub fn cpu_backend() -> Result<(&'static str, Device), InputError> {
                     cpu_backends().join(", ")
                 ))
             })?,
-    };
+    })
+}
+
+/// The CPU backend `device: cpu` uses (`cpu_backend_name`): its name and device.
+pub fn cpu_backend() -> Result<(&'static str, Device), InputError> {
+    let name = cpu_backend_name()?;
     let device = match name {
         #[cfg(feature = "cpu-ndarray")]
         #[allow(deprecated)]

@@ -307,8 +307,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Bad input unless `--json FILE` can be created: its directory must exist. Checked before any
-/// work, so a typo costs nothing and leaves nothing behind.
 /// Writes `bench`'s or `selftest`'s report to `--json FILE`, when given.
 fn write_json(
     path: Option<&std::path::Path>,
@@ -320,8 +318,8 @@ fn write_json(
         .map_err(|e| InputError::Other(format!("--json {}: {e}", path.display())).into())
 }
 
-/// Refuses a `--json FILE` that could not be written (no such directory, or a directory) before
-/// the long work starts, as bad input (exit 2).
+/// Bad input (exit 2) unless `--json FILE` can be created: its directory must exist and it must
+/// not be a directory. Checked before any work, so a typo costs nothing and leaves nothing behind.
 fn writable_json(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let Some(path) = path else { return Ok(()) };
     let parent = match path.parent() {

@@ -1,6 +1,6 @@
 //! The training loop, in the style of Burn's custom-training-loop example: AdamW (biases and
-//! norms exempt from decay), global-norm gradient clipping, linear warm-up then cosine decay, a fixed step budget, seeded data order. It knows nothing about sinks: it
-//! hands evaluations and checkpoints to `TrainHooks`, and it can start from a checkpoint.
+//! norms exempt from decay), global-norm gradient clipping, linear warm-up then cosine decay, a fixed step budget, seeded data order. It knows nothing about the run directory's tables:
+//! it hands evaluations and checkpoints to `TrainHooks`, and it can start from a checkpoint.
 //!
 //! Reproducibility: Burn's RNG is reseeded from (seed, step) before every step and the data order
 //! is a function of the seed, so a run resumed from a checkpoint at step C computes the same

@@ -68,7 +68,7 @@ pub fn bench(options: BenchOptions) -> Result<BenchReport> {
         ),
         None => format!(
             "Burn CPU backend ({}), {} threads",
-            device::cpu_backend()?.0,
+            device::cpu_backend_name()?,
             std::thread::available_parallelism().map_or(1, |n| n.get())
         ),
     };

@@ -321,12 +321,15 @@ impl ReadbackPlan {
     fn decode_kernels(&self, mut reads: Reads, m: &Measured) -> Reduced {
         let width = m.vectors.dims()[1];
         let nq = self.quantiles.len();
-        let q: Vec<f64> = reads
-            .take(Read::Quantiles)
-            .unwrap_or_default()
-            .into_iter()
-            .map(f64::from)
-            .collect();
+        // The plan registers the quantiles whenever the config has any.
+        let q: Vec<f64> = if nq > 0 {
+            reads.take_registered(Read::Quantiles)
+        } else {
+            Vec::new()
+        }
+        .into_iter()
+        .map(f64::from)
+        .collect();
         let per_row = match reads.take(Read::Table) {
             Some(table) => table
                 .chunks(self.cols.count())

@@ -204,7 +204,7 @@ pub struct RunDir {
 
 impl RunDir {
     /// A directory that may hold a run, its id not read yet: to lock it (is a process using it?)
-    /// or read its manifest. `open` and `open_unfinished` read the id.
+    /// or read its manifest. `Unfinished::open` and `FinishedRun::open` read the id.
     pub fn at(root: PathBuf) -> RunDir {
         RunDir {
             root,

@@ -56,7 +56,8 @@ probes:
 ///   the per-vector table where `per_sample` covers it (vectors x columns), the summary
 ///   (columns x 3), and per across-vector read the active-fraction statistics (3 per distinct
 ///   eps) or the covariance (width^2, for rankme); never the activations;
-/// - with the reference, the activations themselves (vectors x width);
+/// - on the host (the fast reduction or the reference), the activations themselves (vectors x
+///   width);
 /// - either way, per probe set, the mean and std of each answer metric and, when samples are
 ///   written, each sample's two losses. All f32.
 pub fn expected_readback_bytes(config: &Config, sets: &[ProbeSet], reduction: Reduction) -> u64 {

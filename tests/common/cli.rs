@@ -12,11 +12,15 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// The densitrace binary this test suite was built with, or `DENSITRACE_BIN` when set (to run
 /// the tests against another build of it, e.g. a copy moved elsewhere).
+/// DENSITRACE_CPU_BACKEND is removed (a test that needs it sets it), so that one left exported
+/// from a benchmark cannot change what the tests run.
 pub fn bin() -> Command {
-    match std::env::var_os("DENSITRACE_BIN") {
+    let mut command = match std::env::var_os("DENSITRACE_BIN") {
         Some(path) => Command::new(path),
         None => Command::new(env!("CARGO_BIN_EXE_densitrace")),
-    }
+    };
+    command.env_remove("DENSITRACE_CPU_BACKEND");
+    command
 }
 
 /// Runs `densitrace ARGS` to the end; returns its exit code and stderr.
