@@ -18,23 +18,19 @@ use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-// The shared data and model (common::tiny_config!), then this file's own settings.
-const TINY: &str = tiny_config!(
-    "
+// The shared data and model (common::tiny_config!), this file's schedule, then the probe plan
+// selftest's end-to-end run measures too.
+const TINY: &str = concat!(
+    tiny_config!(
+        "
 name: tiny
 seed: 3
 train: {steps: 12, batch_size: 8, warmup_steps: 2, log_every: 3}
 probes:
   every: 6
-  samples: 16
-  sites: [resid_post, mlp.post, final.norm]
-  positions: [last, all]
-  metrics: [l1, hoyer, near_zero@0.01, nonfinite, active_fraction@0.1, rankme]
-  sets:
-    - {name: id, family: none}
-    - {name: hops, family: hops}
-    - {name: corrupt, family: token_corruption, levels: [0.5]}
 "
+    ),
+    densitrace::tiny_probe_plan!()
 );
 
 fn run(config: &str, overrides: &[&str]) -> PathBuf {

@@ -28,6 +28,24 @@ model: {layers: 1, d_model: 16, heads: 2, d_ff: 32, seq_len: 4}
     };
 }
 
+/// What the tiny runs measure, written once: the lines under `probes:` after its schedule (every
+/// site kind, both positions, per-vector and across-vector metrics, three families). Selftest's
+/// end-to-end run and tests/end_to_end.rs measure the same, on their own schedules.
+#[macro_export]
+macro_rules! tiny_probe_plan {
+    () => {
+        "  samples: 16
+  sites: [resid_post, mlp.post, final.norm]
+  positions: [last, all]
+  metrics: [l1, hoyer, near_zero@0.01, nonfinite, active_fraction@0.1, rankme]
+  sets:
+    - {name: id, family: none}
+    - {name: hops, family: hops}
+    - {name: corrupt, family: token_corruption, levels: [0.5]}
+"
+    };
+}
+
 /// The end-to-end run: the tiny rule-graph config of tests/end_to_end.rs, on the chosen device.
 pub(super) const TINY_RUN: &str = concat!(
     crate::tiny_data_and_model!(),
@@ -38,15 +56,8 @@ checkpoint: {every: 0, log_spaced: false}
 probes:
   every: 1
   log_spaced: false
-  samples: 16
-  sites: [resid_post, mlp.post, final.norm]
-  positions: [last, all]
-  metrics: [l1, hoyer, near_zero@0.01, nonfinite, active_fraction@0.1, rankme]
-  sets:
-    - {name: id, family: none}
-    - {name: hops, family: hops}
-    - {name: corrupt, family: token_corruption, levels: [0.5]}
-"
+",
+    crate::tiny_probe_plan!()
 );
 
 /// The bytes one evaluation of `config` on `sets` reads back, derived from its plan and the
