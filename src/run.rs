@@ -352,6 +352,7 @@ fn drive(
         config,
         &prepared.data,
         &prepared.device.device,
+        !prepared.device.measures_on_device(),
         start,
         &progress,
         stop,

@@ -111,6 +111,11 @@ fn invalid_values_name_the_field_path() {
         ("model.layers=0", &["model.layers"]),
         ("model.d_model=0", &["model.d_model"]),
         ("train.batch_size=0", &["train.batch_size"]),
+        ("train.shards=0", &["train.shards", "within [1, "]),
+        (
+            "train.shards=65",
+            &["train.shards", "train.batch_size = 64"],
+        ),
         ("train.lr=-1", &["train.lr"]),
         ("model.dropout=1.5", &["model.dropout"]),
         (

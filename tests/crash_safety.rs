@@ -18,7 +18,8 @@ const CONFIG: &str = tiny_config!(
     "
 name: crash
 seed: 5
-train: {steps: 4000, batch_size: 8, warmup_steps: 10, log_every: 7}
+# 2 shards: resumes, repeats and thread counts below all run the batch's halves on threads
+train: {steps: 4000, batch_size: 8, warmup_steps: 10, log_every: 7, shards: 2}
 probes:
   every: 100
   samples: 16
@@ -271,7 +272,8 @@ fn the_same_config_and_seed_give_identical_tables() {
 }
 
 /// The README's reproducibility statement: on one machine the tables do not depend on how many
-/// threads Burn's CPU backend and the fast reduction use. The model is widened to the quickstart's
+/// threads Burn's CPU backend and the fast reduction use (CONFIG's 2 shards always take one
+/// thread each). The model is widened to the quickstart's
 /// (d_model 128, d_ff 512, 192 tokens a step) so its matrix multiplies are large enough for
 /// flex to split them over threads (192 x 128 x 512 is above its 192^3 threshold).
 #[test]

@@ -348,6 +348,11 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// Write a train-table row every this many steps.
     pub log_every: usize,
+    /// Split each batch into this many slices, whose forward and backward passes run on threads
+    /// of their own on the CPU backend (one after the other on a GPU), and add their gradients.
+    /// The same training up to rounding; on 2 CPU cores, 2 keeps both busy. The tables depend on
+    /// this number, never on the machine's core count.
+    pub shards: usize,
 }
 
 impl Default for TrainConfig {
@@ -364,6 +369,7 @@ impl Default for TrainConfig {
             beta2: 0.95,
             grad_clip: 1.0,
             log_every: 10,
+            shards: 1,
         }
     }
 }

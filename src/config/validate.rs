@@ -96,6 +96,11 @@ impl Config {
             "must be at least 1".into(),
         );
         check(
+            t.shards >= 1 && t.shards <= t.batch_size,
+            "train.shards",
+            format!("must be within [1, train.batch_size = {}]", t.batch_size),
+        );
+        check(
             t.lr > 0.0 && t.lr.is_finite(),
             "train.lr",
             "must be positive".into(),
