@@ -351,8 +351,7 @@ fn drive(
     let outcome = train::train(
         config,
         &prepared.data,
-        &prepared.device.device,
-        !prepared.device.measures_on_device(),
+        &prepared.device,
         start,
         &progress,
         stop,

@@ -18,6 +18,7 @@ use burn::prelude::*;
 
 use crate::config::{Config, DecayParams, TrainConfig};
 use crate::data::{Batches, Dataset};
+use crate::device::RunDevice;
 use crate::model::Gpt;
 use crate::progress::Progress;
 use crate::rundir::tables::TrainRow;
@@ -182,25 +183,24 @@ pub fn clip_global_norm(
 pub fn train(
     config: &Config,
     data: &Dataset,
-    device: &Device,
-    on_cpu: bool,
+    device: &RunDevice,
     start: Start,
     progress: &Progress,
     stop: &AtomicBool,
     hooks: &mut impl TrainHooks,
 ) -> Result<Outcome> {
     let t = &config.train;
-    let device = device.clone().autodiff();
+    // Shards run on threads of their own on the CPU backend, where one step keeps about one core
+    // busy; on a GPU one after the other. Dropout draws from the device's one seeded generator,
+    // which threads would draw from in no fixed order, so with dropout they take turns too.
+    let concurrent = device.backend == "cpu" && config.model.dropout == 0.0;
+    let device = device.device.clone().autodiff();
     let Start {
         step: first,
         mut model,
         mut optimizer,
         wall_time,
     } = start;
-    // Shards run on threads of their own on the CPU backend, where one step keeps about one core
-    // busy; on a GPU one after the other. Dropout draws from the device's one seeded generator,
-    // which threads would draw from in no fixed order, so with dropout they take turns too.
-    let concurrent = on_cpu && config.model.dropout == 0.0;
     let mut batches = Batches::new(data, config, first);
     let started = Instant::now() - std::time::Duration::from_secs_f64(wall_time);
     let mut rows = Vec::new();
