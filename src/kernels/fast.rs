@@ -18,7 +18,8 @@
 //! - order statistics by selection (`select_nth_unstable`) on the magnitudes' bit patterns in a
 //!   per-thread scratch buffer: top-k energy and the median need only the k largest entries and
 //!   the middle one. Only `gini` needs the whole order; it sorts, and only when it is measured.
-//!   Non-negative finite f32 values order as their bits do, as u32, which sort faster than floats;
+//!   Non-negative finite f32 values order as their bits do, as u32, which a radix sort puts in
+//!   order in a few linear passes (`radix_sort`);
 //! - quantiles by selection of the two order statistics each one interpolates between;
 //! - active and dead fractions by counting per neuron while reading rows in order.
 //!
@@ -367,7 +368,11 @@ fn order_statistics(
     let value = |bits: u32| f32::from_bits(bits) as f64;
 
     if plan.wanted.gini {
-        magnitudes.sort_unstable();
+        // The second half of the buffer is the radix sort's spare room.
+        magnitudes.resize(2 * d, 0);
+        let (keys, spare) = magnitudes.split_at_mut(d);
+        radix_sort(keys, spare);
+        magnitudes.truncate(d);
         if l1 > 0.0 {
             out[Columns::GINI] = rank_weighted_sum(magnitudes) / (d as f64 * l1);
         }
@@ -394,6 +399,57 @@ fn order_statistics(
             from = d - k;
             out[column] = top / energy;
         }
+    }
+}
+
+/// Sorts keys ascending, as `sort_unstable` does (u32 keys have one sorted order), by a
+/// least-significant-digit radix sort: 8 bits a pass, back and forth between `keys` and `spare`
+/// (as long as `keys`). One pass counts every digit, then each digit that is not the same for
+/// every key takes one stable scatter: at most 4 linear passes where a comparison sort takes about
+/// log2(d) per key. Short rows, where setting up 256 buckets costs more, are sorted by comparison.
+fn radix_sort(keys: &mut [u32], spare: &mut [u32]) {
+    const SHORTEST: usize = 64;
+    let n = keys.len();
+    if n < SHORTEST {
+        keys.sort_unstable();
+        return;
+    }
+    let mut counts = [[0u32; 256]; 4];
+    for &key in keys.iter() {
+        for (pass, count) in counts.iter_mut().enumerate() {
+            count[(key >> (8 * pass)) as usize & 0xff] += 1;
+        }
+    }
+    // Where the keys are now: `keys` (true) or `spare`.
+    let mut in_keys = true;
+    for (pass, count) in counts.iter().enumerate() {
+        if count.iter().any(|&c| c as usize == n) {
+            continue;
+        }
+        let mut next = [0u32; 256];
+        let mut start = 0;
+        for (next, &c) in next.iter_mut().zip(count) {
+            *next = start;
+            start += c;
+        }
+        if in_keys {
+            scatter(keys, spare, 8 * pass as u32, &mut next);
+        } else {
+            scatter(spare, keys, 8 * pass as u32, &mut next);
+        }
+        in_keys = !in_keys;
+    }
+    if !in_keys {
+        keys.copy_from_slice(spare);
+    }
+}
+
+/// One radix pass: each key of `from`, in order, to the next free slot of its digit in `to`.
+fn scatter(from: &[u32], to: &mut [u32], shift: u32, next: &mut [u32; 256]) {
+    for &key in from {
+        let digit = (key >> shift) as usize & 0xff;
+        to[next[digit] as usize] = key;
+        next[digit] += 1;
     }
 }
 
@@ -678,6 +734,40 @@ mod tests {
     /// Every column, every kind of row, every width: with gini (rows sorted) and without it
     /// (rows only partitioned around the median and the top-k positions), and with nothing
     /// costly (top-k alone).
+    /// The radix sort gives `sort_unstable`'s order at every length around its cut-over and on
+    /// the keys the rows make: magnitudes of zeros, subnormals, huge values, ties, one repeated
+    /// key (every pass skipped), and keys spread over all 31 bits.
+    #[test]
+    fn radix_sort_orders_like_sort_unstable() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let magnitude = |x: f32| x.to_bits() & 0x7fff_ffff;
+        for n in [0, 1, 2, 63, 64, 65, 100, 128, 512, 1000, 8192] {
+            let rows: Vec<Vec<u32>> = vec![
+                (0..n).map(|_| rng.random::<u32>() >> 1).collect(),
+                (0..n).map(|_| magnitude(normal(&mut rng))).collect(),
+                (0..n).map(|_| rng.random_range(0..4u32) << 20).collect(),
+                vec![magnitude(-2.5); n],
+                (0..n)
+                    .map(|i| match i % 5 {
+                        0 => 0,
+                        1 => magnitude(-1e-42),
+                        2 => magnitude(3e38),
+                        3 => magnitude(-1.0),
+                        _ => magnitude(1e-30),
+                    })
+                    .collect(),
+            ];
+            for row in rows {
+                let mut want = row.clone();
+                want.sort_unstable();
+                let mut got = row.clone();
+                let mut spare = vec![0; n];
+                radix_sort(&mut got, &mut spare);
+                assert_eq!(got, want, "length {n}");
+            }
+        }
+    }
+
     #[test]
     fn fast_rows_match_the_reference_on_every_kind_and_width() {
         let cols = columns();
