@@ -15,6 +15,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
 use arrow::array::{Array, Float64Array, RecordBatch, StringArray};
@@ -51,10 +52,18 @@ probes:
 "
 );
 
+/// Burn's RNG is one per process, reseeded by each run as it starts and steps: two runs in one
+/// process at once would draw from each other's seeds. Each test holds this while it runs.
+static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 fn run_with(reduction: &str, root: &Path) -> PathBuf {
-    let config =
-        Config::from_yaml(TINY, "tiny", &[format!("probes.reduction={reduction}")]).unwrap();
-    let dir = root.join(reduction);
+    run_named(reduction, &[format!("probes.reduction={reduction}")], root)
+}
+
+/// TINY with `overrides`, run into `root/name`.
+fn run_named(name: &str, overrides: &[String], root: &Path) -> PathBuf {
+    let config = Config::from_yaml(TINY, "tiny", overrides).unwrap();
+    let dir = root.join(name);
     let stop = AtomicBool::new(false);
     run::run(
         &config,
@@ -173,6 +182,7 @@ fn reductions_recorded(run: &Path) -> Vec<String> {
 
 #[test]
 fn fast_and_reference_reductions_write_the_same_tables() {
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let fast = run_with("fast", root.path());
     let reference = run_with("reference", root.path());
@@ -201,4 +211,54 @@ fn fast_and_reference_reductions_write_the_same_tables() {
         failures.len(),
         failures[..failures.len().min(40)].join("\n")
     );
+}
+
+/// Every cell of `batch` but the run's id and clock, as text (NaN as NaN), by row, for rows at
+/// `position`.
+fn cells_at(batch: &RecordBatch, position: &str) -> Vec<Vec<String>> {
+    let positions: &StringArray = column(batch, "position");
+    let schema = batch.schema();
+    let kept: Vec<usize> = (0..batch.num_columns())
+        .filter(|&c| !["run_id", "wall_time"].contains(&schema.field(c).name().as_str()))
+        .collect();
+    (0..batch.num_rows())
+        .filter(|&i| positions.value(i) == position)
+        .map(|i| {
+            kept.iter()
+                .map(|&c| array_value_to_string(batch.column(c), i).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// With both positions measured, the fast reduction takes each `last` vector's metrics from the
+/// `all` position's table instead of computing them again (`Probing::reduce_all`). The `last`
+/// rows must be exactly those of a run that measures `last` alone: density, quantiles and
+/// samples, cell for cell.
+#[test]
+fn last_rows_taken_from_the_all_table_equal_a_last_only_run() {
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let both = run_named("both", &[], root.path());
+    let last = run_named(
+        "last",
+        &["probes.positions=[last]".to_string()],
+        root.path(),
+    );
+    let mut compared = 0;
+    for table in ["density", "quantiles", "samples"] {
+        let (b, l) = (parts(&both, table), parts(&last, table));
+        assert_eq!(b.keys().collect::<Vec<_>>(), l.keys().collect::<Vec<_>>());
+        for (name, batch) in &b {
+            let (from_both, alone) = (cells_at(batch, "last"), cells_at(&l[name], "last"));
+            assert_eq!(alone.len(), l[name].num_rows(), "{name}: only last rows");
+            assert!(
+                batch.num_rows() > alone.len(),
+                "{name}: the both run has all rows too"
+            );
+            assert_eq!(from_both, alone, "{name}");
+            compared += alone.len();
+        }
+    }
+    assert!(compared > 1_000, "{compared} rows: too few to mean much");
 }

@@ -21,11 +21,13 @@ use crate::config::{Config, ProbePlan};
 use crate::data::probes::ProbeSet;
 use crate::data::rulegraph::Prior;
 use crate::device::RunDevice;
+use crate::metrics::Position;
 use crate::model::Gpt;
 use crate::rundir::RunDir;
 use crate::rundir::tables::{DensityRow, QuantileRow, SampleRow};
 
-use reduce::{ReadbackPlan, Reduction};
+use forward::Measured;
+use reduce::{ReadbackPlan, Reads, Reduced, Reduction};
 
 pub struct Evaluation {
     pub rows: Vec<DensityRow>,
@@ -113,8 +115,10 @@ impl<'a> Probing<'a> {
                 ..EvaluationTiming::default()
             },
         };
-        for (m, reads) in measured.iter().zip(read.tensors) {
-            let reduced = self.readback.reduce(reads, m);
+        for (m, reduced) in measured
+            .iter()
+            .zip(self.reduce_all(&measured, read.tensors))
+        {
             self.push_rows(&mut eval, m, reduced);
         }
         for (probe, reads) in self.sets.iter().zip(read.sets) {
@@ -125,6 +129,49 @@ impl<'a> Probing<'a> {
         }
         eval.timing.reduce = started.elapsed().as_secs_f64() - forward;
         eval
+    }
+
+    /// Reduces every measured tensor from its read-backs, in `measured`'s order. On the host, a
+    /// `last` tensor whose probe set and site are measured at `all` too takes its per-vector
+    /// table from that tensor's: the rows of each sample's last prompt token are the same vectors,
+    /// so the same values, and are not computed twice (a quarter of the quickstart's per-vector
+    /// work). Its aggregates, quantiles and across-vector metrics are its own, as before.
+    fn reduce_all(&self, measured: &[Measured], reads: Vec<Reads>) -> Vec<Reduced> {
+        let twin = |m: &Measured| {
+            if !self.readback.reduction.on_host() || m.position != Position::Last {
+                return None;
+            }
+            measured.iter().position(|o| {
+                o.position == Position::All
+                    && (o.probe, o.layer, &o.site) == (m.probe, m.layer, &m.site)
+            })
+        };
+        let twins: Vec<Option<usize>> = measured.iter().map(twin).collect();
+        let mut reads: Vec<Option<Reads>> = reads.into_iter().map(Some).collect();
+        let mut reduced: Vec<Option<Reduced>> = measured.iter().map(|_| None).collect();
+        for (i, m) in measured.iter().enumerate() {
+            if twins[i].is_none() {
+                let reads = reads[i].take().expect("one read-back per tensor");
+                reduced[i] = Some(self.readback.reduce(reads, m, None));
+            }
+        }
+        for (i, m) in measured.iter().enumerate() {
+            let Some(all) = twins[i] else { continue };
+            let all_rows = &reduced[all].as_ref().expect("reduced above").per_row;
+            let samples = m.vectors.dims()[0];
+            let tokens = all_rows.len() / samples;
+            assert_eq!(tokens * samples, all_rows.len(), "all = samples x tokens");
+            let last = self.sets[m.probe].last_index();
+            let rows = (0..samples)
+                .map(|s| all_rows[s * tokens + last].clone())
+                .collect();
+            let reads = reads[i].take().expect("one read-back per tensor");
+            reduced[i] = Some(self.readback.reduce(reads, m, Some(rows)));
+        }
+        reduced
+            .into_iter()
+            .map(|r| r.expect("every tensor reduced"))
+            .collect()
     }
 
     /// Measures every probe set on `model` and writes the tables of `step` into `dir`, stamped

@@ -309,11 +309,20 @@ impl ReadbackPlan {
         registered
     }
 
-    /// Reduces `m` from what was read back of it.
-    pub(super) fn reduce(&self, mut reads: Reads, m: &Measured) -> Reduced {
+    /// Reduces `m` from what was read back of it. On the host, `rows` is its per-vector table
+    /// when the caller already has it (computed for the same vectors elsewhere).
+    pub(super) fn reduce(
+        &self,
+        mut reads: Reads,
+        m: &Measured,
+        rows: Option<Vec<Vec<f64>>>,
+    ) -> Reduced {
         match self.reduction {
             Reduction::Kernels => self.decode_kernels(reads, m),
-            host => self.reduce_on_host(reads.take_registered(Read::Activations), m, host),
+            host => {
+                let data = reads.take_registered(Read::Activations);
+                self.reduce_on_host(data, m, host, rows)
+            }
         }
     }
 
@@ -390,14 +399,22 @@ impl ReadbackPlan {
     /// Reduces `m`'s read-back activations on the host: with `kernels::fast` (`CpuFast`), which
     /// computes only the costly columns the plan's metrics read, or with the f64 reference, whose
     /// results it matches within 1e-6.
-    fn reduce_on_host(&self, data: Vec<f32>, m: &Measured, reduction: Reduction) -> Reduced {
+    fn reduce_on_host(
+        &self,
+        data: Vec<f32>,
+        m: &Measured,
+        reduction: Reduction,
+        rows: Option<Vec<Vec<f64>>>,
+    ) -> Reduced {
         let width = m.vectors.dims()[1];
         let is_fast = reduction == Reduction::CpuFast;
-        let per_row = if is_fast {
-            let wanted = fast::Wanted::of(&self.metrics);
-            fast::matrix_metrics_of(&data, width, &self.cols, wanted)
-        } else {
-            reference::matrix_metrics(&data, width, &self.cols)
+        let per_row = match rows {
+            Some(rows) => rows,
+            None if is_fast => {
+                let wanted = fast::Wanted::of(&self.metrics);
+                fast::matrix_metrics_of(&data, width, &self.cols, wanted)
+            }
+            None => reference::matrix_metrics(&data, width, &self.cols),
         };
         let mut metrics = Vec::new();
         for metric in &self.metrics {
