@@ -194,6 +194,17 @@ pub fn train(
     // busy; on a GPU one after the other. Dropout draws from the device's one seeded generator,
     // which threads would draw from in no fixed order, so with dropout they take turns too.
     let concurrent = device.backend == "cpu" && config.model.dropout == 0.0;
+    // Each concurrent shard gets a rayon pool of one thread, so Burn's CPU backend runs its ops
+    // within the shard instead of also splitting the larger ones over the cores the shards
+    // already fill, which measured faster (BENCHMARKS.md, "Both cores on one step"). The
+    // backend's results do not depend on its thread count, so neither do the tables.
+    let pools: Vec<rayon::ThreadPool> = if concurrent && t.shards > 1 {
+        (0..t.shards)
+            .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+            .collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
     let device = device.device.clone().autodiff();
     let Start {
         step: first,
@@ -213,7 +224,7 @@ pub fn train(
     for step in first + 1..=t.steps {
         device.seed(derive_seed(config.seed, &format!("step/{step}")));
         let (inputs, targets) = batch(&mut batches, step, &device);
-        let (loss, mut grads) = loss_and_grads(&model, inputs, targets, t.shards, concurrent);
+        let (loss, mut grads) = loss_and_grads(&model, inputs, targets, t.shards, &pools);
         // Reading the loss every step waits for the device; it is what lets a NaN name its step.
         let loss_value = loss.into_scalar::<f32>() as f64;
         if !loss_value.is_finite() {
@@ -285,13 +296,14 @@ pub fn train(
 /// the sum of the slices' losses and gradients is the whole batch's mean and its gradient (equal
 /// up to rounding: the sums over the batch are split in `shards` parts). Each slice runs through
 /// its own fork of the model (same parameters and ids, its own autodiff leaves), so the slices'
-/// graphs share nothing and can run on threads of their own when `concurrent`.
+/// graphs share nothing: given one `pools` entry per slice, each slice runs on a thread of its
+/// own inside its pool; without, one after the other.
 fn loss_and_grads(
     model: &Gpt,
     inputs: Tensor<2, Int>,
     targets: Tensor<2, Int>,
     shards: usize,
-    concurrent: bool,
+    pools: &[rayon::ThreadPool],
 ) -> (Tensor<1>, GradientsParams) {
     let [batch, _] = inputs.dims();
     if shards <= 1 {
@@ -316,11 +328,12 @@ fn loss_and_grads(
         let (loss, grads) = slice_loss_and_grads(&model, inputs, targets, Some(share));
         (loss, GradientsParams::from_grads(grads, &model))
     };
-    let results: Vec<(Tensor<1>, GradientsParams)> = if concurrent {
+    let results: Vec<(Tensor<1>, GradientsParams)> = if pools.len() == slices.len() {
         std::thread::scope(|scope| {
             let handles: Vec<_> = slices
                 .into_iter()
-                .map(|slice| scope.spawn(move || run(slice)))
+                .zip(pools)
+                .map(|(slice, pool)| scope.spawn(move || pool.install(|| run(slice))))
                 .collect();
             handles
                 .into_iter()
@@ -596,9 +609,18 @@ mod tests {
                 Tensor::<2, Int>::from_data(TensorData::new(targets.clone(), [5, 4]), &device),
             )
         };
-        let step = |shards, concurrent| {
+        let step = |shards, concurrent: bool| {
             let (inputs, targets) = batch();
-            let (loss, grads) = loss_and_grads(&model, inputs, targets, shards, concurrent);
+            let pools: Vec<rayon::ThreadPool> = (0..shards)
+                .filter(|_| concurrent)
+                .map(|_| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            let (loss, grads) = loss_and_grads(&model, inputs, targets, shards, &pools);
             (loss.into_scalar::<f32>(), grad_values(&model, &grads))
         };
         let (whole_loss, whole) = step(1, false);
