@@ -198,10 +198,8 @@ pub fn train(
     // within the shard instead of also splitting the larger ones over the cores the shards
     // already fill, which measured faster (BENCHMARKS.md, "Both cores on one step"). The
     // backend's results do not depend on its thread count, so neither do the tables.
-    let pools: Vec<rayon::ThreadPool> = if concurrent && t.shards > 1 {
-        (0..t.shards)
-            .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
-            .collect::<Result<_, _>>()?
+    let pools = if concurrent && t.shards > 1 {
+        shard_pools(t.shards)?
     } else {
         Vec::new()
     };
@@ -353,6 +351,14 @@ fn loss_and_grads(
         });
     }
     (loss, grads)
+}
+
+/// One rayon pool of one thread for each of `shards` slices: what `loss_and_grads` runs them in
+/// to run them at once.
+fn shard_pools(shards: usize) -> Result<Vec<rayon::ThreadPool>, rayon::ThreadPoolBuildError> {
+    (0..shards)
+        .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+        .collect()
 }
 
 /// One slice's mean cross-entropy, times `share` when given, and the gradients of that.
@@ -611,15 +617,11 @@ mod tests {
         };
         let step = |shards, concurrent: bool| {
             let (inputs, targets) = batch();
-            let pools: Vec<rayon::ThreadPool> = (0..shards)
-                .filter(|_| concurrent)
-                .map(|_| {
-                    rayon::ThreadPoolBuilder::new()
-                        .num_threads(1)
-                        .build()
-                        .unwrap()
-                })
-                .collect();
+            let pools = if concurrent {
+                shard_pools(shards).unwrap()
+            } else {
+                Vec::new()
+            };
             let (loss, grads) = loss_and_grads(&model, inputs, targets, shards, &pools);
             (loss.into_scalar::<f32>(), grad_values(&model, &grads))
         };
