@@ -333,17 +333,7 @@ fn loss_and_grads(
         (loss, GradientsParams::from_grads(grads, &model))
     };
     let results: Vec<(Tensor<1>, GradientsParams)> = if pools.len() == slices.len() {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = slices
-                .into_iter()
-                .zip(pools)
-                .map(|(slice, pool)| scope.spawn(move || pool.install(|| run(slice))))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a shard's thread panicked"))
-                .collect()
-        })
+        in_pools(pools, slices, &run)
     } else {
         slices.into_iter().map(run).collect()
     };
@@ -357,6 +347,41 @@ fn loss_and_grads(
         });
     }
     (loss, grads)
+}
+
+/// `run` on each of `jobs`, all at once, job i on the thread of `pools[i]`; the results in the
+/// jobs' order. The pools' threads live as long as the loop, so a step starts no thread.
+fn in_pools<T: Send, R: Send>(
+    pools: &[rayon::ThreadPool],
+    jobs: Vec<T>,
+    run: &(impl Fn(T) -> R + Sync),
+) -> Vec<R> {
+    assert_eq!(pools.len(), jobs.len(), "one pool for each job");
+    let mut results: Vec<Option<R>> = jobs.iter().map(|_| None).collect();
+    // Each pool's scope holds the next one's, so the innermost returns only when every pool's
+    // job has finished; the calling thread only waits.
+    fn spawn_each<'a, T: Send, R: Send>(
+        pools: &[rayon::ThreadPool],
+        mut work: Vec<(T, &'a mut Option<R>)>,
+        run: &'a (impl Fn(T) -> R + Sync),
+    ) {
+        let (Some((job, slot)), Some((pool, rest))) = (work.pop(), pools.split_last()) else {
+            return;
+        };
+        pool.in_place_scope(|scope| {
+            scope.spawn(move |_| *slot = Some(run(job)));
+            spawn_each(rest, work, run);
+        });
+    }
+    spawn_each(
+        pools,
+        jobs.into_iter().zip(results.iter_mut()).collect(),
+        run,
+    );
+    results
+        .into_iter()
+        .map(|r| r.expect("every pool ran its job"))
+        .collect()
 }
 
 /// One rayon pool of one thread for each of `shards` slices: what `loss_and_grads` runs them in
