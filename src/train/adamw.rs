@@ -1,15 +1,15 @@
 //! AdamW in one pass over each parameter on the CPU backend, with the same bits as Burn's.
 //!
 //! Burn's `AdamW` runs each parameter's update as about a dozen tensor ops (two moments, their
-//! bias corrections, the square root, the decay, the step), and on the CPU backend each op is a
-//! pass over memory and a fresh allocation: 1.5 of the quickstart's 11.6 ms a step, and 9.9 of
-//! the 3.2M model's 63, on one core while the other waits (BENCHMARKS.md). `FusedAdamW` does the
-//! same arithmetic element by element in one loop, split over the cores. Every f32 operation is
-//! the one Burn's CPU backend (flex) performs, in the same order, with the same roundings of the
-//! f64 learning rate and decay, so the parameters and moments come out bit for bit the same
-//! (`fused_adamw_matches_burns_bit_for_bit` checks it), and its state is Burn's `AdamWState`, so
-//! checkpoints read and write as before. On every other device (wgpu, and the benchmark-only CPU
-//! backends) it hands the step to Burn's `AdamW`.
+//! bias corrections, the square root, the decay, the step). On the CPU backend each op is a pass
+//! over memory and a fresh allocation, while the other core waits. `FusedAdamW` does the same
+//! arithmetic element by element in one loop, which the compiler vectorises (BENCHMARKS.md, "A
+//! fused AdamW"). Every f32 operation is the one Burn's CPU backend (flex) performs, in the same
+//! order, with the same roundings of the f64 learning rate and decay. So the parameters and
+//! moments come out bit for bit the same (the tests below and
+//! `train::tests::fused_adamw_matches_burns_bit_for_bit`), and its state is Burn's `AdamWState`,
+//! so checkpoints read and write as before. On every other device (wgpu, and the
+//! benchmark-only CPU backends) it hands the step to Burn's `AdamW`.
 
 use burn::optim::{AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, Optimizer};
 use burn::prelude::*;
