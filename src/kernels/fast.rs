@@ -731,9 +731,6 @@ mod tests {
         );
     }
 
-    /// Every column, every kind of row, every width: with gini (rows sorted) and without it
-    /// (rows only partitioned around the median and the top-k positions), and with nothing
-    /// costly (top-k alone).
     /// The radix sort gives `sort_unstable`'s order at every length around its cut-over and on
     /// the keys the rows make: magnitudes of zeros, subnormals, huge values, ties, one repeated
     /// key (every pass skipped), and keys spread over all 31 bits.
@@ -768,6 +765,9 @@ mod tests {
         }
     }
 
+    /// Every column, every kind of row, every width: with gini (rows sorted) and without it
+    /// (rows only partitioned around the median and the top-k positions), and with nothing
+    /// costly (top-k alone).
     #[test]
     fn fast_rows_match_the_reference_on_every_kind_and_width() {
         let cols = columns();
