@@ -726,15 +726,17 @@ mod tests {
         }
     }
 
-    /// For every parameter, gradients that cycle through +0, -0, 1e-30, -3e-7, 0.5, -2 and 1e20.
+    /// For every parameter, gradients that cycle through `adamw::ADVERSARIAL_GRADS`.
     fn adversarial_grads(model: &Gpt) -> GradientsParams {
         struct Adversarial(GradientsParams);
         impl ModuleVisitor for Adversarial {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                let cycle = [0.0f32, -0.0, 1e-30, -3e-7, 0.5, -2.0, 1e20];
                 let shape = param.val().shape();
-                let values: Vec<f32> = (0..shape.num_elements())
-                    .map(|i| cycle[i % cycle.len()])
+                let values: Vec<f32> = adamw::ADVERSARIAL_GRADS
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(shape.num_elements())
                     .collect();
                 let grad = Tensor::<D>::from_data(TensorData::new(values, shape), &Device::flex());
                 self.0.register(param.id, grad);

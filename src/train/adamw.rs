@@ -159,6 +159,11 @@ impl Optimizer for FusedAdamW {
     }
 }
 
+/// Gradients that have broken optimizers: zeros of both signs, a subnormal, tiny and huge values
+/// (1e20's square overflows f32 to infinity). The tests here and in `train.rs` cycle through them.
+#[cfg(test)]
+pub(super) const ADVERSARIAL_GRADS: [f32; 8] = [0.0, -0.0, 1e-30, 3e-39, -3e-7, 0.5, -2.0, 1e20];
+
 /// A tensor's values, in row-major order.
 fn floats<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
     tensor
@@ -191,7 +196,6 @@ mod tests {
     fn one_parameter_and_its_moments_match_burns_bit_for_bit() {
         let device = Device::flex();
         let n = 1000;
-        let adversarial = [0.0f32, -0.0, 1e-30, 3e-39, -3e-7, 0.5, -2.0, 1e20];
         let mut seed = 12345u64;
         let mut random = |scale: f32| -> Vec<f32> {
             (0..n)
@@ -214,7 +218,11 @@ mod tests {
             let (mut burn_p, mut burn_state) = (tensor(start), None);
             for step in 1..=5 {
                 let grad = match step {
-                    1 => tensor((0..n).map(|i| adversarial[i % adversarial.len()]).collect()),
+                    1 => tensor(
+                        (0..n)
+                            .map(|i| ADVERSARIAL_GRADS[i % ADVERSARIAL_GRADS.len()])
+                            .collect(),
+                    ),
                     _ => tensor(random(0.1)),
                 };
                 let lr = 1e-3 * step as f64;
