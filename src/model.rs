@@ -11,9 +11,12 @@ use burn::nn::{
     LinearConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, relu, silu, softmax};
+use burn::tensor::activation::{relu, silu, softmax};
 
 use crate::config::{Activation, ModelConfig};
+
+mod gelu;
+use gelu::gelu;
 
 #[derive(Module, Debug)]
 pub struct Gpt {
