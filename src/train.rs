@@ -325,10 +325,13 @@ fn loss_and_grads(
         .zip(targets.split_with_sizes(sizes, 0))
         .map(|(inputs, targets)| {
             let share = inputs.dims()[0] as f64 / batch as f64;
-            (model.clone().fork(&device), inputs, targets, share)
+            (model.clone(), inputs, targets, share)
         })
         .collect();
+    // Forking (fresh autodiff leaves for every parameter) is part of each slice's job, so that
+    // concurrent slices fork at once.
     let run = |(model, inputs, targets, share): (Gpt, _, _, f64)| {
+        let model = model.fork(&device);
         let (loss, grads) = slice_loss_and_grads(&model, inputs, targets, Some(share));
         (loss, GradientsParams::from_grads(grads, &model))
     };
