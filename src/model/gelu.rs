@@ -17,6 +17,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::prelude::*;
@@ -31,7 +32,7 @@ pub trait GeluOnce: Backend {
 /// Without autodiff there is no backward pass to save erf for: Burn's own.
 impl GeluOnce for Flex {
     fn gelu_once(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        <Flex as burn::backend::ops::ActivationOps<Flex>>::gelu(x)
+        <Flex as ActivationOps<Flex>>::gelu(x)
     }
 }
 
@@ -83,7 +84,7 @@ fn contiguous(x: FlexTensor) -> FlexTensor {
     }
 }
 
-/// A contiguous tensor's f32 values.
+/// `x`'s f32 values in row-major order: borrowed when contiguous, else copied.
 fn values(x: &FlexTensor) -> Cow<'_, [f32]> {
     match x.as_slice::<f32>() {
         Some(values) => Cow::Borrowed(values),
@@ -96,11 +97,13 @@ fn values(x: &FlexTensor) -> Cow<'_, [f32]> {
     }
 }
 
+/// A contiguous tensor of `x`'s shape holding `values`.
 fn tensor_like(x: &FlexTensor, values: Vec<f32>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, x.layout().shape().clone()))
 }
 
-/// GELU of `x` and erf(x / sqrt 2), computed as flex's `gelu` computes them.
+/// GELU of `x` and erf(x / sqrt 2), computed as flex's `gelu` computes them (with `libm`'s erff,
+/// the one flex calls).
 fn forward(x: &FlexTensor) -> (FlexTensor, FlexTensor) {
     let xs = values(x);
     let erf: Vec<f32> = xs.iter().map(|&x| libm::erff(x / SQRT_2)).collect();
