@@ -57,6 +57,8 @@ impl<C: CheckpointStrategy> GeluOnce for Autodiff<Flex, C> {
         // Compute-bound: the state is kept, never recomputed, under any checkpointing strategy.
         match GeluBackward.prepare::<C>([node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
+                #[cfg(test)]
+                tests::TRACKED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let x = contiguous(x);
                 let (output, erf) = forward(&x);
                 prep.finish((x, erf), output)
@@ -136,6 +138,10 @@ fn backward(x: &FlexTensor, erf: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// How many GELUs took the path that keeps erf, so that a test can check `gelu` takes it.
+    pub(super) static TRACKED: AtomicUsize = AtomicUsize::new(0);
 
     /// Inputs that have broken activations: zeros of both signs, subnormals, libm's erf switch
     /// points (|x| / sqrt 2 near 0.84375, 1.25, 2.857 and 6), values where GELU underflows or
@@ -189,7 +195,8 @@ mod tests {
     }
 
     /// The output and the input's gradient, under autodiff on the CPU backend, equal Burn's
-    /// `gelu` bit for bit on adversarial inputs, for a contiguous input and for a transposed one.
+    /// `gelu` bit for bit on adversarial inputs, for a contiguous input and for a transposed one;
+    /// and `gelu` took the path that keeps erf (else this would compare Burn's with itself).
     #[test]
     fn gelu_and_its_gradient_match_burns_bit_for_bit() {
         let device = Device::flex().autodiff();
@@ -222,7 +229,12 @@ mod tests {
                 let grad = x.grad(&grads).expect("x has a gradient");
                 (y.inner(), grad.reshape([1, n]))
             };
+            let before = TRACKED.load(Ordering::SeqCst);
             let (ours, our_grad) = run(gelu);
+            assert!(
+                TRACKED.load(Ordering::SeqCst) > before,
+                "gelu under autodiff on the CPU backend did not take the path that keeps erf"
+            );
             let (burns, burn_grad) = run(burn::tensor::activation::gelu);
             let order: Vec<f32> = if transposed {
                 // The output's row-major order walks the input's columns.
