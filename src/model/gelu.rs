@@ -9,7 +9,6 @@
 //! (`tests` below). Everywhere else (wgpu, the benchmark-only CPU backends, other dtypes) it is
 //! Burn's `gelu`.
 
-use std::borrow::Cow;
 use std::f32::consts::{PI, SQRT_2};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -46,7 +45,7 @@ impl Backward<Flex, 1> for GeluBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, erf) = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            backward(&x, &erf, &grad)
+            backward(&x, &erf, &contiguous(grad))
         });
     }
 }
@@ -86,17 +85,9 @@ fn contiguous(x: FlexTensor) -> FlexTensor {
     }
 }
 
-/// `x`'s f32 values in row-major order: borrowed when contiguous, else copied.
-fn values(x: &FlexTensor) -> Cow<'_, [f32]> {
-    match x.as_slice::<f32>() {
-        Some(values) => Cow::Borrowed(values),
-        None => Cow::Owned(
-            x.to_contiguous()
-                .as_slice::<f32>()
-                .expect("contiguous")
-                .to_vec(),
-        ),
-    }
+/// The f32 values of a tensor that `contiguous` returned, in row-major order.
+fn values(x: &FlexTensor) -> &[f32] {
+    x.as_slice::<f32>().expect("a contiguous f32 tensor")
 }
 
 /// A contiguous tensor of `x`'s shape holding `values`.
@@ -104,7 +95,7 @@ fn tensor_like(x: &FlexTensor, values: Vec<f32>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, x.layout().shape().clone()))
 }
 
-/// GELU of `x` and erf(x / sqrt 2), computed as flex's `gelu` computes them (with `libm`'s erff,
+/// GELU of a contiguous `x` and erf(x / sqrt 2), computed as flex's `gelu` computes them (with `libm`'s erff,
 /// the one flex calls).
 fn forward(x: &FlexTensor) -> (FlexTensor, FlexTensor) {
     let xs = values(x);
@@ -117,8 +108,8 @@ fn forward(x: &FlexTensor) -> (FlexTensor, FlexTensor) {
     (tensor_like(x, output), tensor_like(x, erf))
 }
 
-/// The gradient of GELU's input from its output's, as flex's `gelu_backward` computes it, with the
-/// forward pass's erf in place of a second call.
+/// The gradient of GELU's input from its output's (all three contiguous), as flex's
+/// `gelu_backward` computes it, with the forward pass's erf in place of a second call.
 fn backward(x: &FlexTensor, erf: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     let inv_sqrt_2pi: f32 = 1.0 / (2.0 * PI).sqrt();
     let (xs, erfs, grads) = (values(x), values(erf), values(grad));
